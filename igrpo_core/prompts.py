@@ -1,0 +1,104 @@
+"""Prompt construction: system prompts, the draft-attaching template, and draft truncation.
+
+Everything that turns a question (and, for iGRPO stage 2, a draft) into token ids lives here, so the
+trainer, the evaluator and the tiny model's warm-start script build byte-identical prompts.
+
+Deliberately left out: any model-specific formatting beyond the tokenizer's own chat template.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Appendix C of arXiv 2602.09000, verbatim.
+PAPER_SYSTEM_PROMPT = (
+    "You are a helpful AI Assistant that provides well-reasoned and detailed responses. First think "
+    "through your reasoning as an internal monologue, then give the answer: "
+    "<think>...</think><answer>...</answer>. If the prompt contains feedback or a prior draft, treat it "
+    "as guidance, not as ground truth. Use it to produce a strictly improved final answer: fix mistakes, "
+    "fill gaps, strengthen justification, and improve clarity. Do not repeat the draft verbatim. If the "
+    "feedback is wrong or incomplete, correct it and proceed."
+)
+
+# The paper does not publish how the draft is attached; this is ours, recorded in every run's config.
+PAPER_DRAFT_TEMPLATE = (
+    "{question}\n\nA prior draft solution follows. It may contain mistakes.\n"
+    "<draft>\n{draft}\n</draft>\n\nWrite a strictly improved, complete solution."
+)
+
+# Compact variant for the built-in tiny model (character tokenizer: every character is a token).
+TINY_DRAFT_TEMPLATE = "{question}\nDraft: {draft}\nImprove:"
+
+TRUNCATION_MARK = " [...] "
+
+
+def render_prompt(tokenizer, user_text: str, system_prompt: str | None) -> list[int]:
+    """Token ids of a chat prompt ending with the assistant generation prefix."""
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    messages.append({"role": "user", "content": user_text})
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    if isinstance(ids, dict) or hasattr(ids, "keys"):  # transformers 5 may return a BatchEncoding
+        ids = ids["input_ids"]
+    return list(ids)
+
+
+def attach_draft(question: str, draft: str, template: str) -> str:
+    """The stage-2 user message q' = template(question, draft)."""
+    return template.format(question=question, draft=draft)
+
+
+def _answer_span_start(draft: str) -> int:
+    """Index where the draft's final answer begins (last <answer> or \\boxed{}), or len(draft)."""
+    cut = max(draft.rfind("<answer>"), draft.rfind("\\boxed"))
+    return cut if cut >= 0 else len(draft)
+
+
+@dataclass
+class RefinePrompt:
+    ids: list[int]          # prompt token ids
+    text: str               # the user message actually used (after truncation)
+    draft_truncated: bool   # whether the draft had to be shortened to fit
+    draft_chars_dropped: int
+
+
+def build_refine_prompt(tokenizer, question: str, draft: str, *, template: str,
+                        system_prompt: str | None, max_prompt_length: int) -> RefinePrompt:
+    """Build q + draft within max_prompt_length tokens without ever cutting the question.
+
+    The draft is shortened from the middle: its head and its final answer (from the last <answer> or
+    \\boxed{}) are kept, since the answer is what stage 2 most needs to see. Raises ValueError if even
+    an empty draft does not fit, i.e. the question alone exceeds the budget.
+    """
+    ids = render_prompt(tokenizer, attach_draft(question, draft, template), system_prompt)
+    if len(ids) <= max_prompt_length:
+        return RefinePrompt(ids, attach_draft(question, draft, template), False, 0)
+    bare = render_prompt(tokenizer, attach_draft(question, TRUNCATION_MARK.strip(), template), system_prompt)
+    if len(bare) > max_prompt_length:
+        raise ValueError(
+            f"question needs {len(bare)} prompt tokens with the draft template, more than "
+            f"max_prompt_length={max_prompt_length}; raise max_prompt_length or shorten the template")
+    tail = draft[_answer_span_start(draft):]
+    head_src = draft[: len(draft) - len(tail)]
+    # Binary search the longest head (in characters) that still fits; tail is kept whole if possible.
+    lo, hi, best = 0, len(head_src), None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        cand = head_src[:mid] + TRUNCATION_MARK + tail
+        cand_ids = render_prompt(tokenizer, attach_draft(question, cand, template), system_prompt)
+        if len(cand_ids) <= max_prompt_length:
+            best, lo = (cand, cand_ids), mid + 1
+        else:
+            hi = mid - 1
+    if best is None:  # even the answer tail alone is too long: keep as much of its end as fits
+        lo, hi = 0, len(tail)
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            cand = TRUNCATION_MARK.lstrip() + tail[len(tail) - mid:]
+            cand_ids = render_prompt(tokenizer, attach_draft(question, cand, template), system_prompt)
+            if len(cand_ids) <= max_prompt_length:
+                best, lo = (cand, cand_ids), mid + 1
+            else:
+                hi = mid - 1
+    if best is None:
+        best = (TRUNCATION_MARK.strip(), bare)
+    text, ids = attach_draft(question, best[0], template), best[1]
+    return RefinePrompt(ids, text, True, len(draft) - len(best[0]) + len(TRUNCATION_MARK))

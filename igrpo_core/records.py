@@ -1,0 +1,152 @@
+"""Run directories: the evidence a run leaves, written as parquet with a fixed schema.
+
+Layout of runs/<run_name>/ (documented in the README; the dashboard and notebooks read only this):
+    config.json              resolved Config, written first
+    status.json              {"state": running|finished|failed, "step", "max_steps", "updated", "error"}
+    metrics.parquet          one row per optimizer step (METRIC_COLUMNS, more columns may appear)
+    rollouts/step_XXXXXX.parquet   one row per completion of that step (ROLLOUT_SCHEMA)
+    checkpoints/step_XXXXXX/ model, tokenizer, optimizer/scheduler/RNG state, trainer_state.json
+    eval/<name>/             evaluation outputs (samples.parquet, summary.json)
+    notebooks/               executed notebooks
+
+Rollout parts are one file per step so that a crashed step never corrupts earlier ones and a live
+reader sees whole files only (each is written to a temporary name and renamed). On resume, records
+newer than the checkpoint are removed so the directory reads as if the run was never interrupted.
+
+Deliberately left out: remote loggers. This module never imports torch.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import polars as pl
+
+ROLLOUT_SCHEMA = {
+    "step": pl.Int64,               # optimizer step this rollout fed (1-based)
+    "stage": pl.Utf8,               # "draft" | "refine" (iGRPO) | "grpo"
+    "prompt_id": pl.Utf8,           # dataset id of the question
+    "group_index": pl.Int64,        # index of the question within the step
+    "sample_index": pl.Int64,       # index of the completion within its group
+    "prompt": pl.Utf8,              # user message actually sent (stage 2: question + draft)
+    "completion": pl.Utf8,          # decoded completion, special tokens removed
+    "gold": pl.Utf8,                # reference answer
+    "extracted": pl.Utf8,           # answer extracted from the completion (null if none)
+    "reward": pl.Float64,           # weighted total reward
+    "reward_accuracy": pl.Float64,  # parts (null when that reward is not used)
+    "reward_format": pl.Float64,
+    "reward_judge": pl.Float64,
+    "reward_status": pl.Utf8,       # "ok" | "no_answer" | "timeout" | "error: ..." from the checker
+    "advantage": pl.Float64,        # null for drafts (they get no gradient)
+    "prompt_tokens": pl.Int64,
+    "completion_tokens": pl.Int64,  # includes EOS when finish_reason == "stop"
+    "finish_reason": pl.Utf8,       # "stop" (EOS) | "length"
+    "is_chosen_draft": pl.Boolean,  # the draft d-hat that stage 2 was conditioned on
+    "draft_reward": pl.Float64,     # refine rows: reward of the chosen draft
+    "draft_truncated": pl.Boolean,  # refine rows: the draft was shortened to fit max_prompt_length
+}
+
+METRIC_COLUMNS = [
+    "step", "lr", "loss", "grad_norm", "reward_mean", "reward_std", "accuracy_mean", "format_mean",
+    "draft_reward_mean", "draft_reward_std", "best_draft_reward_mean", "refine_reward_mean",
+    "refine_reward_std", "refine_gain", "refine_beats_draft", "refine_loses_to_draft",
+    "frac_zero_std", "entropy", "kl", "clip_frac", "ratio_mean", "completion_len_mean",
+    "draft_len_mean", "frac_length_capped", "draft_truncations", "reward_failures",
+    "gen_time_s", "step_time_s", "tokens_per_s",
+]
+
+
+def _atomic_write_bytes(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj) -> None:
+    _atomic_write_bytes(Path(path), lambda p: p.write_text(json.dumps(obj, indent=2, default=str)))
+
+
+def read_json(path: Path):
+    return json.loads(Path(path).read_text())
+
+
+def init_run_dir(run_dir: Path, config: dict) -> None:
+    """Create the directory and write the resolved config first. An existing config must match."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg_path = run_dir / "config.json"
+    if cfg_path.exists():
+        old = read_json(cfg_path)
+        diff = {k for k in set(old) | set(config) if old.get(k) != config.get(k) and k != "max_steps"}
+        if diff:
+            raise ValueError(f"{run_dir} holds a run with a different config (keys {sorted(diff)}); "
+                             "choose another run_name or delete the directory")
+    write_json(cfg_path, config)
+    (run_dir / "rollouts").mkdir(exist_ok=True)
+
+
+def write_status(run_dir: Path, state: str, step: int, max_steps: int, error: str | None = None) -> None:
+    write_json(run_dir / "status.json", {"state": state, "step": step, "max_steps": max_steps,
+                                         "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), "error": error})
+
+
+def write_rollouts(run_dir: Path, step: int, rows: list[dict]) -> None:
+    df = pl.DataFrame([{k: r.get(k) for k in ROLLOUT_SCHEMA} for r in rows], schema=ROLLOUT_SCHEMA)
+    path = run_dir / "rollouts" / f"step_{step:06d}.parquet"
+    _atomic_write_bytes(path, lambda p: df.write_parquet(p))
+
+
+def append_metrics(run_dir: Path, row: dict) -> None:
+    """Append one step's metrics; the file is rewritten atomically (a few KB per thousand steps)."""
+    path = run_dir / "metrics.parquet"
+    new = pl.DataFrame([row])
+    if path.exists():
+        new = pl.concat([pl.read_parquet(path), new], how="diagonal_relaxed")
+    _atomic_write_bytes(path, lambda p: new.write_parquet(p))
+
+
+def truncate_after(run_dir: Path, step: int) -> None:
+    """Drop records of steps > step (used on resume so the run reads as uninterrupted)."""
+    path = run_dir / "metrics.parquet"
+    if path.exists():
+        df = pl.read_parquet(path).filter(pl.col("step") <= step)
+        _atomic_write_bytes(path, lambda p: df.write_parquet(p))
+    for part in (run_dir / "rollouts").glob("step_*.parquet*"):
+        if part.name.endswith(".tmp") or int(part.name[5:11]) > step:
+            part.unlink()
+
+
+def read_metrics(run_dir: Path) -> pl.DataFrame:
+    path = Path(run_dir) / "metrics.parquet"
+    return pl.read_parquet(path) if path.exists() else pl.DataFrame()
+
+
+def read_rollouts(run_dir: Path, steps: list[int] | None = None) -> pl.DataFrame:
+    parts = sorted((Path(run_dir) / "rollouts").glob("step_*.parquet"))
+    if steps is not None:
+        wanted = set(steps)
+        parts = [p for p in parts if int(p.name[5:11]) in wanted]
+    if not parts:
+        return pl.DataFrame(schema=ROLLOUT_SCHEMA)
+    return pl.concat([pl.read_parquet(p) for p in parts], how="diagonal_relaxed")
+
+
+def checkpoint_dirs(run_dir: Path) -> list[Path]:
+    """Complete checkpoints (those with trainer_state.json, written last), oldest first."""
+    ckpts = [p for p in (Path(run_dir) / "checkpoints").glob("step_*") if (p / "trainer_state.json").exists()]
+    return sorted(ckpts, key=lambda p: int(p.name[5:]))
+
+
+def prune_checkpoints(run_dir: Path, keep: int) -> None:
+    for old in checkpoint_dirs(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    for partial in (Path(run_dir) / "checkpoints").glob("step_*"):
+        if not (partial / "trainer_state.json").exists() and partial not in checkpoint_dirs(run_dir):
+            shutil.rmtree(partial, ignore_errors=True)
+
+
+def list_runs(output_dir: Path) -> list[Path]:
+    root = Path(output_dir)
+    return sorted(p for p in root.iterdir() if (p / "config.json").exists()) if root.is_dir() else []

@@ -1,0 +1,294 @@
+"""The training loop: rollouts -> rewards -> advantages -> clipped policy loss -> AdamW step.
+
+One loop serves GRPO and iGRPO (igrpo.py composes the rollouts; losses.py holds the maths). Each
+step: sample `prompts_per_step` questions (x `gradient_accumulation_steps`), collect rollouts, then
+`num_iterations` optimizer updates on them. Everything random is derived from (seed, step), and a
+checkpoint holds model, optimizer, scheduler and RNG state, so a resumed run continues exactly as an
+uninterrupted one would.
+
+Deliberately left out: multi-GPU/FSDP, LoRA, asynchronous rollouts.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from igrpo_core import losses, records
+from igrpo_core.config import Config
+from igrpo_core.engine import SamplingParams
+from igrpo_core.igrpo import Rollout, collect_grpo, collect_igrpo
+from igrpo_core.models import (autocast_dtype, load_examples, load_model, load_tokenizer, resolve_device,
+                               setup_threads, weight_dtype)
+from igrpo_core.prompts import attach_draft, render_prompt
+
+Callback = Callable[[int, dict], None]
+
+
+def lr_lambda(kind: str, total: int, warmup: int, min_rate: float) -> Callable[[int], float]:
+    """Linear warmup, then cosine to min_rate (paper: 0.1x), linear to 0, or constant."""
+    def f(i: int) -> float:
+        if i < warmup:
+            return (i + 1) / warmup
+        if kind == "constant":
+            return 1.0
+        progress = min(1.0, (i - warmup) / max(1, total - warmup))
+        if kind == "linear":
+            return 1.0 - progress
+        return min_rate + (1 - min_rate) * 0.5 * (1 + math.cos(math.pi * progress))
+    return f
+
+
+def check_prompt_budget(tokenizer, examples: list[dict], cfg: Config) -> None:
+    """Every question (plus, for iGRPO, the draft template with an empty draft) must fit the budget."""
+    for ex in examples:
+        text = ex["problem"] if cfg.algo == "grpo" else attach_draft(ex["problem"], "[...]", cfg.draft_template)
+        n = len(render_prompt(tokenizer, text, cfg.system_prompt))
+        if n > cfg.max_prompt_length:
+            raise ValueError(f"problem {ex['id']!r} needs {n} prompt tokens (with the {cfg.algo} template), more "
+                             f"than max_prompt_length={cfg.max_prompt_length}; raise it or filter the dataset")
+
+
+def batch_examples(examples: list[dict], step: int, batch_index: int, per_batch: int, per_step: int,
+                   seed: int) -> list[dict]:
+    """Deterministic data order: epoch e is a seeded permutation; position follows from the step."""
+    n = len(examples)
+    start = (step - 1) * per_step + batch_index * per_batch
+    out = []
+    for pos in range(start, start + per_batch):
+        epoch, k = divmod(pos, n)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        out.append(examples[int(perm[k])])
+    return out
+
+
+def sequence_logps(model, prompt_ids, completion_ids, *, pad_id: int, device, amp_dtype, with_entropy=False):
+    """Log-probs (and entropy) of each completion token given its prompt, shape (B, T).
+
+    Prompts are left-padded and completions right-padded, so every completion starts at the same
+    column; position ids follow the attention mask exactly as `generate` computes them.
+    """
+    B, Tp = len(prompt_ids), max(len(p) for p in prompt_ids)
+    T = max(len(c) for c in completion_ids)
+    ids = torch.full((B, Tp + T), pad_id, dtype=torch.long)
+    attn = torch.zeros((B, Tp + T), dtype=torch.long)
+    for i, (p, c) in enumerate(zip(prompt_ids, completion_ids)):
+        ids[i, Tp - len(p): Tp] = torch.tensor(p)
+        ids[i, Tp: Tp + len(c)] = torch.tensor(c)
+        attn[i, Tp - len(p): Tp + len(c)] = 1
+    ids, attn = ids.to(device), attn.to(device)
+    pos = (attn.cumsum(-1) - 1).clamp(min=0)                                  # (B, Tp+T)
+    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        logits = model(input_ids=ids, attention_mask=attn, position_ids=pos, logits_to_keep=T + 1).logits
+    logits = logits[:, -(T + 1):-1]                                           # (B, T, V) predicts completion
+    target = ids[:, Tp:]                                                      # (B, T)
+    logp = losses.selective_log_softmax(logits, target)                       # (B, T)
+    mask = attn[:, Tp:].float()                                               # (B, T)
+    ent = losses.token_entropy(logits.detach()) if with_entropy else None
+    return logp, mask, ent
+
+
+class Trainer:
+    """Holds the state of one run: model, optimizer, scheduler, engine, run directory."""
+
+    def __init__(self, cfg: Config, callbacks: list[Callback] | None = None):
+        self.cfg, self.callbacks = cfg, callbacks or []
+        setup_threads(cfg.torch_threads)
+        self.device = resolve_device(cfg.device)
+        self.amp = autocast_dtype(cfg.dtype, self.device)
+        run_name = cfg.run_name or f"{cfg.algo}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+        self.cfg = cfg = cfg.replace(run_name=run_name)
+        self.run_dir = Path(cfg.output_dir) / run_name
+        # Everything that can be checked without the model is checked before it loads.
+        self.examples = load_examples(cfg.dataset, tiny_num_problems=cfg.tiny_num_problems, limit=cfg.dataset_limit)
+        self.tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.gguf_file)
+        check_prompt_budget(self.tokenizer, self.examples, cfg)
+        records.init_run_dir(self.run_dir, cfg.to_dict())
+        torch.manual_seed(cfg.seed)
+        self.model = load_model(cfg.model_name_or_path, self.tokenizer, device=self.device,
+                                dtype=weight_dtype(cfg.dtype, self.device), gguf_file=cfg.gguf_file)
+        self.ref_model = None
+        if cfg.beta > 0:  # k3 KL needs the initial policy frozen beside the trained one
+            self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                                     betas=(cfg.adam_beta1, cfg.adam_beta2))
+        updates = cfg.max_steps * cfg.num_iterations
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(
+            cfg.lr_scheduler_type, updates, int(cfg.warmup_ratio * updates), cfg.min_lr_rate))
+        self.engine = self._make_engine()
+        self.step = 0
+
+    def _make_engine(self):
+        if self.cfg.rollout_engine == "vllm":
+            from igrpo_core.engine_vllm import VLLMEngine
+            return VLLMEngine(self.cfg, self.tokenizer)
+        from igrpo_core.engine import TransformersEngine
+        return TransformersEngine(self.model, self.tokenizer, batch_size=self.cfg.generation_batch_size)
+
+    # --- checkpoints -------------------------------------------------------------------------
+    def save_checkpoint(self) -> Path:
+        ckpt = self.run_dir / "checkpoints" / f"step_{self.step:06d}"
+        ckpt.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(ckpt / "model", safe_serialization=True)
+        self.tokenizer.save_pretrained(ckpt / "model")
+        torch.save({"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                    "rng_torch": torch.get_rng_state(), "rng_python": random.getstate(),
+                    "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+                   ckpt / "state.pt")
+        records.write_json(ckpt / "trainer_state.json", {"step": self.step})  # written last: marks complete
+        records.prune_checkpoints(self.run_dir, self.cfg.save_total_limit)
+        return ckpt
+
+    def maybe_resume(self) -> None:
+        ckpts = records.checkpoint_dirs(self.run_dir)
+        if not self.cfg.resume or not ckpts:
+            records.truncate_after(self.run_dir, 0)
+            return
+        ckpt = ckpts[-1]
+        from safetensors.torch import load_file
+        state = {}
+        for f in sorted((ckpt / "model").glob("*.safetensors")):
+            state.update(load_file(f))
+        missing, unexpected = self.model.load_state_dict(state, strict=False)
+        if unexpected or [m for m in missing if "lm_head" not in m]:  # tied lm_head is not stored
+            raise RuntimeError(f"checkpoint {ckpt} does not match the model: missing {missing}, unexpected {unexpected}")
+        if self.model.config.tie_word_embeddings:
+            self.model.tie_weights()
+        extra = torch.load(ckpt / "state.pt", weights_only=False)
+        self.opt.load_state_dict(extra["optimizer"])
+        self.sched.load_state_dict(extra["scheduler"])
+        torch.set_rng_state(extra["rng_torch"])
+        random.setstate(extra["rng_python"])
+        if extra["rng_cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(extra["rng_cuda"])
+        self.step = records.read_json(ckpt / "trainer_state.json")["step"]
+        records.truncate_after(self.run_dir, self.step)
+        self.engine.sync_weights(self.model)
+
+    # --- one step ----------------------------------------------------------------------------
+    def collect(self, step: int, batch_index: int) -> Rollout:
+        cfg = self.cfg
+        batch = batch_examples(self.examples, step, batch_index, cfg.prompts_per_step,
+                               cfg.prompts_per_step * cfg.gradient_accumulation_steps, cfg.seed)
+        params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
+                                max_new_tokens=cfg.max_completion_length,
+                                seed=(cfg.seed * 1_000_003 + step * 101 + batch_index * 7) % 2**31)
+        collect = collect_igrpo if cfg.algo == "igrpo" else collect_grpo
+        return collect(self.engine, self.tokenizer, batch, cfg, step, params)
+
+    def _micro_batches(self, ro: Rollout):
+        n, mb = len(ro.completion_ids), self.cfg.per_device_train_batch_size
+        for s in range(0, n, mb):
+            yield slice(s, min(n, s + mb))
+
+    @torch.no_grad()
+    def _frozen_logps(self, model, ro: Rollout) -> list[torch.Tensor]:
+        out = []
+        for sl in self._micro_batches(ro):
+            logp, _, _ = sequence_logps(model, ro.prompt_ids[sl], ro.completion_ids[sl],
+                                        pad_id=self.engine.pad_id, device=self.device, amp_dtype=self.amp)
+            out.append(logp)
+        return out
+
+    def update(self, rollouts: list[Rollout], old: list, ref: list) -> dict:
+        """One optimizer update over all rollout batches of this step."""
+        cfg = self.cfg
+        self.model.train()
+        total_seqs = sum(len(r.completion_ids) for r in rollouts)
+        total_tokens = sum(len(c) for r in rollouts for c in r.completion_ids)
+        n_micro = sum(1 for r in rollouts for _ in self._micro_batches(r))
+        sums: dict[str, float] = {}
+        for ro, old_r, ref_r in zip(rollouts, old, ref):
+            for k, sl in enumerate(self._micro_batches(ro)):
+                logp, mask, ent = sequence_logps(self.model, ro.prompt_ids[sl], ro.completion_ids[sl],
+                                                 pad_id=self.engine.pad_id, device=self.device,
+                                                 amp_dtype=self.amp, with_entropy=True)
+                old_logp = old_r[k] if old_r is not None else logp.detach()   # mu = 1: on-policy, ratio 1
+                loss, m = losses.policy_loss(
+                    logp, old_logp, ro.adv[sl].to(self.device), mask, loss_type=cfg.loss_type,
+                    epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high,
+                    importance_sampling_level=cfg.importance_sampling_level,
+                    max_completion_length=cfg.max_completion_length,
+                    ref_logp=ref_r[k] if ref_r is not None else None, beta=cfg.beta, num_items=total_tokens)
+                # Scale so the accumulated gradient equals the full-batch loss of the chosen normaliser.
+                weight = {"dapo": 1.0, "bnpo": 1.0 / n_micro}.get(cfg.loss_type, (sl.stop - sl.start) / total_seqs)
+                (loss * weight).backward()
+                m["loss"] = loss.item() * weight
+                m["entropy_sum"] = (ent * mask).sum().item()
+                for key, v in m.items():
+                    w = 1.0 if key in ("loss", "entropy_sum") else (sl.stop - sl.start) / total_seqs
+                    sums[key] = sums.get(key, 0.0) + float(v) * w
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+        self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        sums["entropy"] = sums.pop("entropy_sum") / max(1, total_tokens)
+        sums["grad_norm"] = float(grad_norm)
+        return sums
+
+    def train_step(self, step: int) -> dict:
+        cfg, t0 = self.cfg, time.perf_counter()
+        rollouts = [self.collect(step, b) for b in range(cfg.gradient_accumulation_steps)]
+        gen_time = time.perf_counter() - t0
+        old = [self._frozen_logps(self.model, r) if cfg.num_iterations > 1 else None for r in rollouts]
+        ref = [self._frozen_logps(self.ref_model, r) if self.ref_model is not None else None for r in rollouts]
+        lr = self.sched.get_last_lr()[0]
+        for _ in range(cfg.num_iterations):
+            upd = self.update(rollouts, old, ref)
+        step_time = time.perf_counter() - t0
+        stats = _merge_stats([r.stats for r in rollouts])
+        tokens = stats.pop("generated_tokens")
+        row = {"step": step, "lr": lr, "loss": upd.get("loss"), "grad_norm": upd["grad_norm"],
+               "entropy": upd["entropy"], "kl": upd.get("loss/kl"), "clip_frac": upd.get("loss/clip_frac"),
+               "ratio_mean": upd.get("loss/ratio_mean"), **stats,
+               "gen_time_s": gen_time, "step_time_s": step_time, "tokens_per_s": tokens / step_time}
+        if cfg.log_completions:
+            records.write_rollouts(self.run_dir, step, [r for ro in rollouts for r in ro.rows])
+        records.append_metrics(self.run_dir, row)
+        return row
+
+    def train(self) -> Path:
+        cfg = self.cfg
+        self.maybe_resume()
+        records.write_status(self.run_dir, "running", self.step, cfg.max_steps)
+        from tqdm.auto import tqdm
+        bar = tqdm(total=cfg.max_steps, initial=self.step, desc=f"{cfg.algo} {cfg.run_name}", unit="step")
+        try:
+            while self.step < cfg.max_steps:
+                row = self.train_step(self.step + 1)
+                self.step += 1
+                if self.step % cfg.save_steps == 0 or self.step == cfg.max_steps:
+                    self.save_checkpoint()
+                records.write_status(self.run_dir, "running", self.step, cfg.max_steps)
+                bar.update(1)
+                bar.set_postfix(reward=f"{row['reward_mean']:.3f}", ent=f"{row['entropy']:.2f}")
+                for cb in self.callbacks:
+                    cb(self.step, row)
+        except BaseException as exc:
+            state = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            records.write_status(self.run_dir, state, self.step, cfg.max_steps, f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            bar.close()
+        records.write_status(self.run_dir, "finished", self.step, cfg.max_steps)
+        return self.run_dir
+
+
+def _merge_stats(stats: list[dict]) -> dict:
+    """Average rollout stats over accumulation batches (counts are summed)."""
+    summed = {"reward_failures", "draft_truncations", "generated_tokens"}
+    out = {}
+    for key in stats[0]:
+        vals = [s[key] for s in stats if s.get(key) is not None]
+        out[key] = (sum(vals) if key in summed else sum(vals) / len(vals)) if vals else None
+    return out
+
+
+def train(cfg: Config, callbacks: list[Callback] | None = None) -> Path:
+    """Train (or resume) one run; returns its run directory."""
+    return Trainer(cfg, callbacks).train()

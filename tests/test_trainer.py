@@ -1,0 +1,145 @@
+"""End-to-end trainer tests on the shipped tiny model (a few seconds each)."""
+import polars as pl
+import pytest
+import torch
+
+from conftest import small_config
+from igrpo_core import records, trainer as T
+from igrpo_core.records import ROLLOUT_SCHEMA
+
+TIMING = {"gen_time_s", "step_time_s", "tokens_per_s"}
+
+
+@pytest.mark.parametrize("algo", ["grpo", "igrpo"])
+def test_short_run_writes_records_with_the_schema(tmp_path, algo):
+    cfg = small_config(tmp_path, algo=algo)
+    run_dir = T.train(cfg)
+    assert records.read_json(run_dir / "config.json")["algo"] == algo
+    assert records.read_json(run_dir / "status.json")["state"] == "finished"
+    m = records.read_metrics(run_dir)
+    assert m["step"].to_list() == [1, 2]
+    for col in ("reward_mean", "entropy", "clip_frac", "kl", "loss", "frac_zero_std", "tokens_per_s"):
+        assert m[col].null_count() == 0, col
+    r = records.read_rollouts(run_dir)
+    assert dict(r.schema) == ROLLOUT_SCHEMA
+    per_step = r.filter(pl.col("step") == 1)
+    if algo == "grpo":
+        assert per_step.height == 4 * 4 and set(per_step["stage"]) == {"grpo"}
+    else:
+        drafts, refines = per_step.filter(pl.col("stage") == "draft"), per_step.filter(pl.col("stage") == "refine")
+        assert drafts.height == 4 * 2 and refines.height == 4 * 2
+        assert drafts["advantage"].null_count() == drafts.height  # drafts get no gradient
+        assert drafts.group_by("group_index").agg(pl.col("is_chosen_draft").sum())["is_chosen_draft"].to_list() == [1] * 4
+        # the chosen draft is a highest-reward one and its reward is recorded on the refinements
+        best = drafts.group_by("group_index").agg(pl.col("reward").max().alias("best"))
+        chosen = drafts.filter(pl.col("is_chosen_draft")).select("group_index", "reward")
+        assert best.join(chosen, on="group_index").filter(pl.col("best") != pl.col("reward")).height == 0
+        assert set(refines.join(chosen, on="group_index").select(
+            (pl.col("draft_reward") == pl.col("reward_right")).all()).item(0, 0) for _ in [0]) == {True}
+        assert m["best_draft_reward_mean"].null_count() == 0
+    assert set(r["finish_reason"]) <= {"stop", "length"}
+    assert (r["completion_tokens"] > 0).all()
+    assert (r["reward"] == r["reward_accuracy"] + r["reward_format"]).all()  # explicit weighted sum, w = 1, 1
+
+
+def test_advantages_are_group_relative_over_refinements(tmp_path):
+    r = records.read_rollouts(T.train(small_config(tmp_path, max_steps=1)))
+    refines = r.filter(pl.col("stage") == "refine")
+    sums = refines.group_by("group_index").agg(pl.col("advantage").sum().abs())["advantage"]
+    assert (sums < 1e-6).all()  # zero-mean within each group of G refinements
+
+
+def test_resume_after_crash_matches_uninterrupted_run(tmp_path):
+    """N straight steps == N/2 steps, a crash (with records of a half-done later step), resume, N/2 more."""
+    straight = T.train(small_config(tmp_path / "a", max_steps=4, save_steps=2, algo="igrpo"))
+
+    def crash(step, row):
+        if step == 3:
+            raise RuntimeError("simulated crash")
+
+    cfg = small_config(tmp_path / "b", max_steps=4, save_steps=2, algo="igrpo")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        T.train(cfg, callbacks=[crash])
+    run_b = tmp_path / "b" / "runs" / "t"
+    assert records.read_json(run_b / "status.json")["state"] == "failed"
+    assert 3 in records.read_metrics(run_b)["step"].to_list()     # step 3 recorded, not checkpointed
+    T.train(cfg)
+    ma, mb = records.read_metrics(straight), records.read_metrics(run_b)
+    cols = [c for c in ma.columns if c not in TIMING]
+    assert mb["step"].to_list() == [1, 2, 3, 4]
+    assert ma.select(cols).equals(mb.select(cols))
+    assert records.read_rollouts(straight).equals(records.read_rollouts(run_b))
+    from safetensors.torch import load_file
+    wa = load_file(straight / "checkpoints/step_000004/model/model.safetensors")
+    wb = load_file(run_b / "checkpoints/step_000004/model/model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_draft_tokens_receive_zero_gradient(tmp_path, monkeypatch):
+    """iGRPO trains refinement tokens only: targets inside the prompt (question + draft) get no gradient."""
+    tr = T.Trainer(small_config(tmp_path, algo="igrpo"))
+    ro = tr.collect(1, 0)
+    draft_texts = [row["completion"] for row in ro.rows if row["stage"] == "draft" and row["is_chosen_draft"]]
+    decoded_prompts = [tr.tokenizer.decode(p) for p in ro.prompt_ids]
+    assert all(any(d in p for p in decoded_prompts) for d in draft_texts if d)  # drafts are context
+    captured = {}
+    real_forward = tr.model.forward
+
+    def full_logits_forward(*args, logits_to_keep=0, **kwargs):  # score every position
+        out = real_forward(*args, logits_to_keep=0, **kwargs)
+        out.logits.retain_grad()
+        captured["logits"] = out.logits
+        return out
+
+    monkeypatch.setattr(tr.model, "forward", full_logits_forward)
+    sl = slice(0, len(ro.completion_ids))
+    logp, mask, _ = T.sequence_logps(tr.model, ro.prompt_ids[sl], ro.completion_ids[sl], pad_id=tr.engine.pad_id,
+                                     device=tr.device, amp_dtype=None)
+    ro.adv[:] = torch.linspace(-1, 1, len(ro.adv))  # non-zero advantages so the loss has a gradient
+    from igrpo_core.losses import policy_loss
+    loss, _ = policy_loss(logp, logp.detach(), ro.adv, mask, loss_type="grpo")
+    loss.backward()
+    grad = captured["logits"].grad                                   # (B, Tp+T, V)
+    Tp = max(len(p) for p in ro.prompt_ids)
+    assert grad[:, : Tp - 1].abs().max().item() == 0.0              # positions predicting prompt/draft tokens
+    assert grad[:, Tp - 1:].abs().max().item() > 0.0                # completion positions do learn
+
+
+def test_prompt_budget_checked_before_model_loads(tmp_path, monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("model must not load before the budget check")
+    monkeypatch.setattr(T, "load_model", boom)
+    with pytest.raises(ValueError, match="max_prompt_length=20"):
+        T.Trainer(small_config(tmp_path, max_prompt_length=20))
+
+
+def test_reward_that_raises_is_recorded_not_swallowed(tmp_path):
+    from igrpo_core import rewards
+
+    def flaky(completion, example):
+        if "1" in completion:
+            raise ZeroDivisionError("bad reward")
+        return 0.5
+
+    rewards.register_reward("flaky_test", flaky)
+    cfg = small_config(tmp_path, algo="grpo", max_steps=1, reward_funcs=["accuracy", "flaky_test"],
+                       reward_weights=[1.0, 2.0])
+    run_dir = T.train(cfg)
+    r = records.read_rollouts(run_dir)
+    failed = r.filter(pl.col("reward_status").str.contains("flaky_test: ZeroDivisionError"))
+    assert failed.height > 0                       # every failure is on its row...
+    assert records.read_metrics(run_dir)["reward_failures"][0] >= failed.height  # ...and counted
+    ok = r.filter(~pl.col("completion").str.contains("1"))
+    assert ((ok["reward"] - ok["reward_accuracy"] - 1.0).abs() < 1e-9).all()  # 2.0 * 0.5 added
+
+
+def test_missing_model_path_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model path not found"):
+        T.Trainer(small_config(tmp_path, model_name_or_path=str(tmp_path / "nope")))
+
+
+def test_lr_schedule_warmup_then_cosine_to_floor():
+    f = T.lr_lambda("cosine", total=100, warmup=10, min_rate=0.1)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0) and f(100) == pytest.approx(0.1)
+    assert 0.1 < f(55) < 1.0
