@@ -1,0 +1,101 @@
+"""Read-side analysis of run directories: the tables the dashboard and the analysis notebook show.
+
+Polars only (never torch), so the dashboard can import it. Each function takes frames read with
+`records` and returns a frame; plotting is left to the caller.
+
+Deliberately left out: anything that needs a model.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from igrpo_core import records
+
+
+def run_summary(run_dir: Path, last_n: int = 5) -> dict:
+    """Name, algo, state, steps and the mean of the last `last_n` steps' key metrics."""
+    run_dir = Path(run_dir)
+    cfg = records.read_json(run_dir / "config.json")
+    status = records.read_json(run_dir / "status.json") if (run_dir / "status.json").exists() else {}
+    m = records.read_metrics(run_dir)
+    out = {"run": run_dir.name, "algo": cfg.get("algo"), "seed": cfg.get("seed"),
+           "state": status.get("state", "unknown"), "step": status.get("step", 0),
+           "max_steps": cfg.get("max_steps")}
+    if m.height:
+        tail = m.tail(last_n)
+        for col in ("reward_mean", "accuracy_mean", "refine_reward_mean", "best_draft_reward_mean",
+                    "refine_gain", "entropy", "completion_len_mean", "step_time_s"):
+            if col in tail.columns and tail[col].null_count() < tail.height:
+                out[col] = tail[col].mean()
+    for ev in sorted((run_dir / "eval").glob("**/summary.json")) if (run_dir / "eval").exists() else []:
+        macro = records.read_json(ev).get("metrics", {}).get("macro_avg", {})
+        if "avg@k" in macro:
+            out["eval_avg@k"] = macro["avg@k"]
+    return out
+
+
+def config_diff(configs: dict[str, dict]) -> pl.DataFrame:
+    """Keys whose values differ between runs (one row per key, one column per run)."""
+    keys = sorted({k for c in configs.values() for k in c})
+    rows = []
+    for k in keys:
+        vals = [configs[name].get(k) for name in configs]
+        if len({repr(v) for v in vals}) > 1:
+            rows.append({"key": k, **{name: repr(v) for name, v in zip(configs, vals)}})
+    return pl.DataFrame(rows) if rows else pl.DataFrame({"key": []}, schema={"key": pl.Utf8})
+
+
+def chosen_drafts(rollouts: pl.DataFrame) -> pl.DataFrame:
+    return rollouts.filter((pl.col("stage") == "draft") & pl.col("is_chosen_draft")).select(
+        "step", "group_index", pl.col("completion").alias("draft"),
+        pl.col("reward_accuracy").alias("draft_accuracy"), pl.col("reward").alias("chosen_draft_reward"))
+
+
+def near_misses(rollouts: pl.DataFrame) -> pl.DataFrame:
+    """Refinements whose correctness differs from their chosen draft's.
+
+    direction "fix": draft wrong -> refinement right; "break": draft right -> refinement wrong.
+    Correctness is the accuracy reward part (1.0 right, 0.0 wrong).
+    """
+    refines = rollouts.filter(pl.col("stage") == "refine")
+    if refines.height == 0:
+        return pl.DataFrame(schema={"step": pl.Int64, "direction": pl.Utf8})
+    joined = refines.join(chosen_drafts(rollouts), on=["step", "group_index"], how="inner")
+    return joined.filter(pl.col("draft_accuracy") != pl.col("reward_accuracy")).with_columns(
+        pl.when(pl.col("reward_accuracy") > pl.col("draft_accuracy")).then(pl.lit("fix"))
+        .otherwise(pl.lit("break")).alias("direction")
+    ).select("step", "direction", "prompt_id", "group_index", "sample_index", "prompt", "gold", "draft",
+             "draft_accuracy", "completion", "reward_accuracy", "reward", "advantage", "extracted")
+
+
+def near_miss_counts(rollouts: pl.DataFrame) -> pl.DataFrame:
+    """Per step: refinements, fixes, breaks, and their shares."""
+    refines = rollouts.filter(pl.col("stage") == "refine").group_by("step").agg(pl.len().alias("refinements"))
+    nm = near_misses(rollouts)
+    if nm.height == 0:
+        counts = refines.with_columns(pl.lit(0, pl.UInt32).alias("fix"), pl.lit(0, pl.UInt32).alias("break"))
+    else:
+        counts = refines.join(nm.group_by("step").agg((pl.col("direction") == "fix").sum().alias("fix"),
+                                                      (pl.col("direction") == "break").sum().alias("break")),
+                              on="step", how="left").fill_null(0)
+    return counts.with_columns((pl.col("fix") / pl.col("refinements")).alias("fix_rate"),
+                               (pl.col("break") / pl.col("refinements")).alias("break_rate")).sort("step")
+
+
+def stage_rewards(rollouts: pl.DataFrame) -> pl.DataFrame:
+    """Per step and stage: mean reward and accuracy (drafts, chosen drafts, refinements, grpo)."""
+    base = rollouts.group_by("step", "stage").agg(pl.col("reward").mean().alias("reward"),
+                                                  pl.col("reward_accuracy").mean().alias("accuracy"))
+    chosen = rollouts.filter(pl.col("is_chosen_draft").fill_null(False)).group_by("step").agg(
+        pl.col("reward").mean().alias("reward"), pl.col("reward_accuracy").mean().alias("accuracy")
+    ).with_columns(pl.lit("chosen draft").alias("stage")).select("step", "stage", "reward", "accuracy")
+    return pl.concat([base, chosen]).sort("step", "stage")
+
+
+def group_view(rollouts: pl.DataFrame, step: int, group_index: int) -> dict[str, pl.DataFrame]:
+    """One prompt of one step: its drafts and its refinements."""
+    g = rollouts.filter((pl.col("step") == step) & (pl.col("group_index") == group_index)).sort("sample_index")
+    return {"drafts": g.filter(pl.col("stage") == "draft"),
+            "refinements": g.filter(pl.col("stage").is_in(["refine", "grpo"]))}
