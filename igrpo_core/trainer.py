@@ -240,6 +240,7 @@ class Trainer:
         lr = self.sched.get_last_lr()[0]
         for _ in range(cfg.num_iterations):
             upd = self.update(rollouts, old, ref)
+        self.engine.sync_weights(self.model)  # no-op for the transformers engine (same model object)
         step_time = time.perf_counter() - t0
         stats = _merge_stats([r.stats for r in rollouts])
         tokens = stats.pop("generated_tokens")
