@@ -7,4 +7,5 @@ setup:
 demo: setup
 	.venv/bin/igrpo compare --tag demo --seeds 0
 test: setup
+	bash scripts/setup_browser.sh
 	.venv/bin/python -m pytest -q

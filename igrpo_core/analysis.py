@@ -99,3 +99,59 @@ def group_view(rollouts: pl.DataFrame, step: int, group_index: int) -> dict[str,
     g = rollouts.filter((pl.col("step") == step) & (pl.col("group_index") == group_index)).sort("sample_index")
     return {"drafts": g.filter(pl.col("stage") == "draft"),
             "refinements": g.filter(pl.col("stage").is_in(["refine", "grpo"]))}
+
+
+def questions(rollouts: pl.DataFrame) -> pl.DataFrame:
+    """Per step and group: the question as sent in stage 1 (draft or grpo rows; refine prompts hold q + draft)."""
+    first = rollouts.filter(pl.col("stage").is_in(["draft", "grpo"])).sort("sample_index")
+    return first.group_by("step", "group_index", maintain_order=True).agg(
+        pl.col("prompt_id").first(), pl.col("prompt").first().alias("question"), pl.col("gold").first())
+
+
+def group_index_table(rollouts: pl.DataFrame) -> pl.DataFrame:
+    """One row per (step, group): prompt id, completions per stage, mean and best reward, chosen draft's reward."""
+    if rollouts.height == 0:
+        return pl.DataFrame(schema={"step": pl.Int64, "group_index": pl.Int64, "prompt_id": pl.Utf8})
+    return rollouts.group_by("step", "group_index").agg(
+        pl.col("prompt_id").first(),
+        (pl.col("stage") == "draft").sum().alias("drafts"),
+        (pl.col("stage") != "draft").sum().alias("trained"),
+        pl.col("reward").filter(pl.col("is_chosen_draft").fill_null(False)).first().alias("chosen_draft_reward"),
+        pl.col("reward").filter(pl.col("stage") != "draft").mean().alias("trained_reward_mean"),
+        pl.col("reward").filter(pl.col("stage") != "draft").max().alias("trained_reward_max"),
+    ).sort("step", "group_index")
+
+
+def eval_results(summaries: dict[str, dict]) -> pl.DataFrame:
+    """One row per (evaluation, dataset) from summary.json contents keyed by a display name.
+
+    Columns: eval, dataset, problems, samples_per_problem, avg@k, pass@<k>..., then the other metrics
+    (maj@k, no_answer, ...) and the protocol (label, paper_protocol, temperature, greedy,
+    refine_rounds) and model. The macro average is its own row, dataset "macro_avg".
+    """
+    rows = []
+    for name, summary in summaries.items():
+        proto = summary.get("protocol", {})
+        for ds, m in summary.get("metrics", {}).items():
+            rows.append({"eval": name, "dataset": ds, **{k: v for k, v in m.items() if not isinstance(v, (dict, list))},
+                         "protocol": proto.get("label"), "paper_protocol": proto.get("paper_protocol"),
+                         "temperature": proto.get("temperature"), "greedy": proto.get("greedy"),
+                         "refine_rounds": proto.get("refine_rounds"), "model": summary.get("model")})
+    if not rows:
+        return pl.DataFrame(schema={"eval": pl.Utf8, "dataset": pl.Utf8})
+    df = pl.DataFrame(rows, infer_schema_length=None)
+    pass_cols = sorted((c for c in df.columns if c.startswith("pass@")), key=lambda c: int(c[5:]))
+    front = [c for c in ("eval", "dataset", "problems", "samples_per_problem", "avg@k") if c in df.columns]
+    rest = [c for c in df.columns if c not in front and c not in pass_cols]
+    return df.select(front + pass_cols + rest)
+
+
+def eval_problem_table(samples: pl.DataFrame) -> pl.DataFrame:
+    """Per (dataset, problem): samples, correct ones, accuracy, distinct extracted answers, gold."""
+    if samples.height == 0:
+        return pl.DataFrame(schema={"dataset": pl.Utf8, "problem_id": pl.Utf8})
+    return samples.group_by("dataset", "problem_id", maintain_order=True).agg(
+        pl.len().alias("samples"), pl.col("correct").sum().alias("correct"),
+        pl.col("correct").cast(pl.Float64).mean().alias("accuracy"),
+        pl.col("extracted").drop_nulls().unique().sort().str.join(" | ").alias("answers"),
+        pl.col("gold").first(), (pl.col("status") == "no_answer").sum().alias("no_answer"))

@@ -1,0 +1,209 @@
+"""Pages 3 and 4: the rollout browser (one prompt of one step) and near-miss fixes over training.
+
+All completions, drafts, prompts and extracted answers go through st.dataframe or show_text
+(st.code): they are shown as text, never rendered.
+"""
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import polars as pl
+import streamlit as st
+
+from dashboards import loaders, textdiff
+from dashboards.common import Ctx, fmt, md, pick_run, show_text
+from dashboards.views_runs import step_axis
+from igrpo_core import analysis
+
+ROW_COLS = ["sample_index", "is_chosen_draft", "reward", "advantage", "extracted", "completion", "reward_accuracy",
+            "reward_format", "reward_judge", "reward_status", "finish_reason", "completion_tokens", "prompt_tokens",
+            "draft_truncated"]
+
+
+def _table(df: pl.DataFrame, key: str, drop: tuple[str, ...] = ()) -> None:
+    cols = [c for c in ROW_COLS if c in df.columns and c not in drop and df[c].null_count() < df.height]
+    st.dataframe(df.select(cols), hide_index=True, key=key, column_config={
+        "is_chosen_draft": st.column_config.CheckboxColumn("chosen"),
+        "completion": st.column_config.TextColumn("completion", width="large"),
+        **{c: st.column_config.NumberColumn(c, format="%.3f") for c in ("reward", "reward_accuracy",
+           "reward_format", "reward_judge", "advantage")}})
+
+
+def _no_rollouts_message(ctx: Ctx, run: str) -> None:
+    if loaders.config(ctx.by_name[run]).get("log_completions") is False:
+        st.info(f"Run {md(run)} has no rollout records: it was trained with log_completions = false. "
+                "Train with --log_completions true to browse completions.")
+    else:
+        st.info(f"Run {md(run)} has no rollout records yet (no step has finished).")
+
+
+def _label(row: dict, with_adv: bool) -> str:
+    adv = f", advantage {fmt(row.get('advantage'))}" if with_adv else ""
+    return f"#{row['sample_index']}: reward {fmt(row.get('reward'))}{adv}"
+
+
+def rollout_browser(ctx: Ctx) -> None:
+    st.header("Rollout browser")
+    run = pick_run(ctx, "rb_run")
+    if run is None:
+        return
+    steps = list(loaders.rollout_parts(str(ctx.by_name[run])))
+    if not steps:
+        _no_rollouts_message(ctx, run)
+        return
+    c1, c2 = st.columns([1, 2])
+    with c1:
+        step = (st.select_slider("Step", steps, value=steps[-1], key=f"rb_step_{run}") if len(steps) > 1
+                else steps[0])
+    df = loaders.rollouts(ctx.by_name[run], step)
+    groups = analysis.group_index_table(df)
+    labels = {r["group_index"]: f"group {r['group_index']} · {r['prompt_id']} · mean reward "
+              f"{fmt(r['trained_reward_mean'])}" for r in groups.iter_rows(named=True)}
+    with c2:
+        g = st.selectbox("Prompt (group)", list(labels), format_func=labels.get, key=f"rb_group_{run}_{step}")
+    if g is None:
+        st.info(f"Step {step} of {md(run)} has no completions.")
+        return
+    view = analysis.group_view(df, step, g)
+    q = analysis.questions(df).filter(pl.col("group_index") == g).row(0, named=True) if df.height else {}
+    st.subheader("Problem")
+    show_text(q.get("question"))
+    st.text(f"gold answer: {q.get('gold')}    prompt id: {q.get('prompt_id')}")
+    drafts, trained = view["drafts"], view["refinements"]
+    if drafts.height == 0:
+        st.info("GRPO run: one stage, no drafts or refinements. Showing the group's completions.")
+        st.subheader(f"Completions ({trained.height})")
+        _table(trained, "rb_grpo_table", drop=("is_chosen_draft", "draft_truncated"))
+        for r in trained.iter_rows(named=True):
+            st.caption(_label(r, True) + f" · {r['finish_reason']} · {r['completion_tokens']} tokens")
+            show_text(r["completion"])
+        return
+    _igrpo_group(drafts, trained)
+
+
+def _igrpo_group(drafts: pl.DataFrame, trained: pl.DataFrame) -> None:
+    chosen_rows = drafts.filter(pl.col("is_chosen_draft").fill_null(False))
+    chosen = chosen_rows.row(0, named=True) if chosen_rows.height else None
+    st.subheader(f"Stage 1 — drafts ({drafts.height})")
+    _table(drafts, "rb_drafts", drop=("advantage", "draft_truncated"))
+    if chosen:
+        st.caption(f"Chosen draft {_label(chosen, False)} · {chosen['finish_reason']} · "
+                   f"{chosen['completion_tokens']} tokens")
+        show_text(chosen["completion"])
+    with st.expander("All draft texts"):
+        for r in drafts.iter_rows(named=True):
+            st.caption(_label(r, False) + (" · chosen" if r["is_chosen_draft"] else ""))
+            show_text(r["completion"])
+    st.subheader(f"Stage 2 — refinements ({trained.height})")
+    if trained.height and trained["draft_truncated"].fill_null(False).any():
+        st.warning("The chosen draft was truncated to fit max_prompt_length in this group's stage-2 prompt.")
+    _table(trained, "rb_refines", drop=("is_chosen_draft",))
+    if trained.height:
+        with st.expander("Stage-2 prompt (question + chosen draft)"):
+            show_text(trained["prompt"][0])
+    if not chosen or trained.height == 0:
+        return
+    st.subheader("Chosen draft vs refinement")
+    rows = list(trained.iter_rows(named=True))
+    pick = st.selectbox("Refinement", range(len(rows)), format_func=lambda i: _label(rows[i], True),
+                        key="rb_refine_pick")
+    _diff(chosen["completion"], rows[pick]["completion"], "chosen draft", f"refinement #{rows[pick]['sample_index']}")
+
+
+def _diff(left: str, right: str, left_name: str, right_name: str) -> None:
+    a, b, ratio = textdiff.word_diff(left or "", right or "")
+    st.caption(f"Word diff: [-removed-] from the {left_name}, {{+added+}} in the {right_name}; "
+               f"similarity {ratio:.2f}.")
+    c1, c2 = st.columns(2)
+    with c1:
+        st.caption(left_name)
+        show_text(a)
+    with c2:
+        st.caption(right_name)
+        show_text(b)
+    with st.expander("Line diff"):
+        st.code(textdiff.unified(left, right, left_name, right_name), language="diff")
+        st.dataframe(pl.DataFrame(textdiff.line_table(left, right), schema={"op": pl.Utf8, "left": pl.Utf8,
+                     "right": pl.Utf8}), hide_index=True, key=f"line_diff_{left_name}_{right_name}")
+
+
+def near_miss_page(ctx: Ctx) -> None:
+    st.header("Near-miss fixes")
+    st.caption("A fix is a refinement that is right where its chosen draft was wrong; a break is the reverse "
+               "(correctness = the accuracy reward).")
+    if not any(ctx.algo(r.name) == "igrpo" for r in ctx.runs):
+        st.info("Near misses need an iGRPO run (drafts and refinements); every run here is GRPO. "
+                "Train one with: igrpo train --algo igrpo")
+        return
+    run = pick_run(ctx, "nm_run", only_algo="igrpo", label="iGRPO run")
+    if not loaders.rollout_parts(str(ctx.by_name[run])):
+        _no_rollouts_message(ctx, run)
+        return
+    nm, counts = loaders.near_misses(ctx.by_name[run])
+    n_ref = int(counts["refinements"].sum()) if counts.height else 0
+    n_fix = int(counts["fix"].sum()) if counts.height else 0
+    n_break = int(counts["break"].sum()) if counts.height else 0
+    m = st.columns(4)
+    m[0].metric("Refinements", n_ref)
+    m[1].metric("Fixes", n_fix, help="draft wrong → refinement right")
+    m[2].metric("Breaks", n_break, help="draft right → refinement wrong")
+    m[3].metric("Net fixes", n_fix - n_break)
+    if counts.height:
+        st.plotly_chart(_counts_figure(counts), key="nm_counts_chart", config={"displaylogo": False})
+        with st.expander("Counts per step"):
+            st.dataframe(counts, hide_index=True, key="nm_counts_table")
+    if nm.height == 0:
+        st.info("No near misses yet: no refinement's correctness differs from its chosen draft's.")
+        return
+    _near_miss_list(nm)
+
+
+def _counts_figure(counts: pl.DataFrame) -> go.Figure:
+    steps = counts["step"].to_list()
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=steps, y=counts["fix"].to_list(), name="fixes", marker_color="#2ca02c"))
+    fig.add_trace(go.Bar(x=steps, y=(-counts["break"].cast(pl.Int64)).to_list(), name="breaks (negative)",
+                         marker_color="#d62728"))
+    fig.add_trace(go.Scatter(x=steps, y=(counts["fix_rate"] - counts["break_rate"]).to_list(),
+                             name="net rate (per refinement)", yaxis="y2", mode="lines+markers",
+                             line=dict(color="#333")))
+    fig.update_layout(barmode="relative", height=340, margin=dict(l=10, r=10, t=40, b=10), template="plotly_white",
+                      title=dict(text="Fixes and breaks per step", x=0.01), yaxis_title="count",
+                      yaxis2=dict(title="net rate", overlaying="y", side="right", showgrid=False, tickformat=".0%"),
+                      xaxis=step_axis(min(steps), max(steps)), legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
+def _near_miss_list(nm: pl.DataFrame) -> None:
+    st.subheader("Browse near misses")
+    c1, c2 = st.columns([1, 2])
+    with c1:
+        direction = st.segmented_control("Direction", ["fix", "break"], selection_mode="multi",
+                                         default=["fix", "break"], key="nm_direction")
+    lo, hi = int(nm["step"].min()), int(nm["step"].max())
+    with c2:
+        rng = st.slider("Steps", lo, hi, (lo, hi), key="nm_steps") if hi > lo else (lo, hi)
+    view = nm.filter(pl.col("direction").is_in(direction or []) & pl.col("step").is_between(*rng)).sort(
+        "step", "group_index", "sample_index")
+    st.dataframe(view.select("step", "direction", "prompt_id", "group_index", "sample_index", "gold",
+                             "draft_accuracy", "reward_accuracy", "reward", "advantage", "extracted"),
+                 hide_index=True, key="nm_table")
+    if view.height == 0:
+        st.info("No near misses match the filters.")
+        return
+    rows = list(view.iter_rows(named=True))
+    i = st.selectbox("Near miss", range(len(rows)), key="nm_pick", format_func=lambda i: (
+        f"step {rows[i]['step']} · group {rows[i]['group_index']} · refinement #{rows[i]['sample_index']} · "
+        f"{rows[i]['direction']} · {rows[i]['prompt_id']}"))
+    r = rows[i]
+    st.caption("Problem")
+    show_text(r.get("question") or r.get("prompt"))
+    st.text(f"gold answer: {r['gold']}    extracted from the refinement: {r['extracted']}")
+    c1, c2 = st.columns(2)
+    with c1:
+        st.caption(f"Chosen draft · accuracy {fmt(r['draft_accuracy'], 1)}")
+        show_text(r["draft"])
+    with c2:
+        st.caption(f"Refinement #{r['sample_index']} · accuracy {fmt(r['reward_accuracy'], 1)} · "
+                   f"advantage {fmt(r['advantage'])}")
+        show_text(r["completion"])
+    _diff(r["draft"], r["completion"], "chosen draft", "refinement")

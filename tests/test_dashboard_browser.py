@@ -1,0 +1,147 @@
+"""The served dashboard in headless Chromium: click through every page, screenshot each, and check that an
+HTML/script completion appears as visible text and never runs.
+
+Uses Debian's /usr/bin/chromium through playwright's python API (never `playwright install`); install it
+with scripts/setup_browser.sh. Screenshots go to artifacts/screenshots/ (gitignored).
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from test_dashboard import SCRIPT, build_dashboard_runs
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = ROOT / "artifacts" / "screenshots"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+PAGES = [("Runs", "01_runs"), ("Curves", "02_curves"), ("Rollouts", "03_rollouts"),
+         ("Near misses", "04_near_misses"), ("Evaluation", "05_evaluation")]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    if not Path(CHROMIUM).exists():
+        msg = f"{CHROMIUM} is missing: run `bash scripts/setup_browser.sh` (apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    runs = build_dashboard_runs(tmp_path_factory)
+    port = _free_port()
+    log = tmp_path_factory.mktemp("streamlit") / "server.log"
+    cmd = [sys.executable, "-m", "streamlit", "run", "dashboards/app.py", "--server.port", str(port),
+           "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
+           "--", "--runs", str(runs)]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 60
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                pytest.fail(f"streamlit did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _settle(page, timeout_s: float = 30.0) -> None:
+    """Wait until the script run is over (no 'running' status widget) and the DOM stops changing."""
+    page.wait_for_selector('[data-testid="stSidebar"]', timeout=timeout_s * 1000)
+    deadline = time.time() + timeout_s
+    quiet = 0
+    last = None
+    while time.time() < deadline:
+        running = page.locator('[data-testid="stStatusWidget"]').count() > 0
+        size = page.evaluate("document.body.innerText.length")
+        quiet = quiet + 1 if (not running and size == last) else 0
+        last = size
+        if quiet >= 3:
+            return
+        time.sleep(0.4)
+
+
+def _shoot(page, name: str) -> Path:
+    """Full-page screenshot; Streamlit scrolls inside its main container, so grow the viewport to fit it."""
+    height = page.evaluate("""() => {
+        const m = document.querySelector('[data-testid="stMain"]') || document.querySelector('section.main');
+        return Math.max(m ? m.scrollHeight : 0, document.body.scrollHeight);
+    }""")
+    page.set_viewport_size({"width": 1400, "height": min(max(int(height) + 40, 900), 12000)})
+    _settle(page, 10)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    page.set_viewport_size({"width": 1400, "height": 900})
+    return path
+
+
+def _goto(page, label: str) -> None:
+    page.locator('[data-testid="stSidebar"] label').filter(has_text=label).first.click()
+    _settle(page)
+
+
+def _choose(page, key: str, option: str) -> None:
+    """Pick `option` in the selectbox whose widget key is `key` (Streamlit tags it with class st-key-<key>)."""
+    page.locator(f'.st-key-{key} [role="combobox"]').click()
+    page.get_by_role("option", name=option, exact=True).click()
+    _settle(page)
+
+
+def test_click_through_pages_and_screenshot(server):
+    from playwright.sync_api import sync_playwright
+    dialogs: list[str] = []
+    errors: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(server, wait_until="domcontentloaded")
+            _settle(page, 60)
+            shots = []
+            for label, name in PAGES:
+                _goto(page, label)
+                if label == "Rollouts":
+                    _choose(page, "rb_run", "igrpo-a")  # newest step: the chosen draft of group 0 is SCRIPT
+                if label in ("Rollouts", "Near misses", "Evaluation"):  # shown as visible, literal text
+                    page.get_by_text(SCRIPT, exact=True).filter(visible=True).first.wait_for(timeout=20000)
+                assert page.locator('[data-testid="stException"]').count() == 0, label
+                if label in ("Curves", "Near misses"):
+                    page.wait_for_selector(".js-plotly-plot .main-svg", timeout=20000)
+                shots.append(_shoot(page, name))
+            # the payload stayed text: no <b> element from model output, and nothing ran
+            assert page.locator("b", has_text="bold").count() == 0
+        finally:
+            browser.close()
+    assert dialogs == [], f"a dialog fired: {dialogs}"
+    assert errors == [], f"uncaught errors in the page: {errors}"
+    assert all(p.exists() and p.stat().st_size > 10_000 for p in shots)
