@@ -24,12 +24,13 @@ def cmd_train(ns, rest):
 
 
 def cmd_eval(ns, rest):
-    from igrpo_core.evaluate import evaluate_model, format_table
+    from igrpo_core.evaluate import describe, evaluate_model, format_table
     from igrpo_core.experiments import final_model
     cfg = _config(ns, rest)
     model = str(final_model(ns.run)) if ns.run else cfg.model_name_or_path
     out = Path(ns.out) if ns.out else (Path(ns.run) / "eval" if ns.run else Path(cfg.output_dir) / f"eval-{Path(model).name}")
-    summary = evaluate_model(cfg, model, out, refine_rounds=ns.refine_rounds)
+    summary = evaluate_model(cfg, model, out, refine_rounds=ns.refine_rounds, workers=ns.workers)
+    print(describe(summary))
     print(format_table({Path(model).name: summary}))
     print(f"results: {out}")
 
@@ -65,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--out", help="output directory (default <run>/eval)")
             p.add_argument("--refine_rounds", type=int, default=0,
                            help="1: one draft->refine round at test time (not the paper's protocol)")
+            p.add_argument("--workers", type=int, default=2,
+                           help="answer-check worker processes (1: inline, no hang guard)")
         if name == "compare":
             p.add_argument("--algos", default="grpo,igrpo")
             p.add_argument("--seeds", default="0")

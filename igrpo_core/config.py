@@ -77,7 +77,7 @@ class Config:
     judge_model: str | None = None        # generative judge: local path / HF id, or http(s)://host/v1 endpoint
     judge_model_name: str | None = None   # model name sent to an HTTP judge endpoint
     # --- evaluation ---
-    eval_num_samples: int = 1             # samples per problem (paper: 64 AIME, 8 others)
+    eval_num_samples: int = 1             # samples per problem; 0 = paper default per set (64 AIME24/25, 8 others)
     eval_temperature: float = 0.6         # paper evaluation temperature
     eval_top_p: float = 0.95
     eval_greedy: bool = False             # greedy decoding instead of sampling
@@ -131,10 +131,12 @@ class Config:
             errs.append("num_generations must be >= 2 for group-relative advantages")
         for name in ("max_steps", "prompts_per_step", "per_device_train_batch_size",
                      "gradient_accumulation_steps", "max_prompt_length", "max_completion_length",
-                     "num_iterations", "generation_batch_size", "eval_num_samples", "save_steps",
+                     "num_iterations", "generation_batch_size", "save_steps",
                      "save_total_limit", "tiny_num_problems"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 errs.append(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if not isinstance(self.eval_num_samples, int) or self.eval_num_samples < 0:
+            errs.append(f"eval_num_samples must be >= 0 (0 = paper default per set), got {self.eval_num_samples!r}")
         if not self.temperature > 0 or not self.eval_temperature > 0:
             errs.append("temperatures must be > 0 (use eval_greedy for greedy decoding)")
         if not 0 < self.top_p <= 1 or not 0 < self.eval_top_p <= 1:
@@ -174,7 +176,7 @@ PRESETS: dict[str, dict] = {
         max_prompt_length=1024, max_completion_length=4096, temperature=0.7, top_p=1.0,
         num_generations=8, num_drafts=4, dtype="bfloat16", reward_funcs=["accuracy", "format"],
         reward_weights=[1.0, 1.0], system_prompt=PAPER_SYSTEM_PROMPT, draft_template=PAPER_DRAFT_TEMPLATE,
-        dataset="math:train", eval_dataset="math500", eval_num_samples=8, eval_temperature=0.6,
+        dataset="math:train", eval_dataset="math500", eval_num_samples=0, eval_temperature=0.6,
         eval_top_p=0.95, prompts_per_step=64, per_device_train_batch_size=8, generation_batch_size=256,
         torch_threads=None, save_steps=50, max_steps=117,  # 7,500 problems / 64 prompts = 1 epoch
     ),

@@ -79,6 +79,10 @@ def score_one(completion: str, example: dict, funcs: list[str], weights: list[fl
 def score_batch(completions: list[str], examples: list[dict], funcs: list[str], weights: list[float], *,
                 timeout_s: float = 5.0) -> list[Score]:
     """Scores in the calling (main) thread; math-verify's alarm-based time limit needs it."""
+    for name in funcs:  # batch-capable rewards (the generative judge) score the whole batch in one call
+        prefetch = getattr(_CUSTOM.get(name), "prefetch", None)
+        if prefetch is not None:
+            prefetch(completions, examples)
     return [score_one(c, e, funcs, weights, timeout_s=timeout_s)
             for c, e in zip(completions, examples)]
 

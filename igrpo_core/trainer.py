@@ -108,6 +108,9 @@ class Trainer:
         self.examples = load_examples(cfg.dataset, tiny_num_problems=cfg.tiny_num_problems, limit=cfg.dataset_limit)
         self.tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.gguf_file)
         check_prompt_budget(self.tokenizer, self.examples, cfg)
+        if "judge" in cfg.reward_funcs:  # generative judge (paper Table 3): drafts and advantages use it
+            from igrpo_core.judge import register_judge
+            self.judge = register_judge(cfg)
         records.init_run_dir(self.run_dir, cfg.to_dict())
         torch.manual_seed(cfg.seed)
         self.model = load_model(cfg.model_name_or_path, self.tokenizer, device=self.device,
