@@ -268,33 +268,31 @@ def metrics_long(run_dirs) -> pl.DataFrame:
     return pl.concat(parts, how="diagonal_relaxed") if parts else pl.DataFrame({"run": [], "step": []})
 
 
-def stage_rewards_long(run_dirs) -> pl.DataFrame:
-    """analysis.stage_rewards for each run, with a `run` column."""
+def _per_run(run_dirs, table) -> list[pl.DataFrame]:
+    """table(rollouts) of each run that yields rows, with a `run` column."""
     parts = []
     for d in run_dirs:
-        ro = records.read_rollouts(d)
-        if ro.height:
-            parts.append(analysis.stage_rewards(ro).with_columns(pl.lit(run_label(d)).alias("run")))
+        t = table(records.read_rollouts(d))
+        if t.height:
+            parts.append(t.with_columns(pl.lit(run_label(d)).alias("run")))
+    return parts
+
+
+def stage_rewards_long(run_dirs) -> pl.DataFrame:
+    """analysis.stage_rewards for each run, with a `run` column."""
+    parts = _per_run(run_dirs, analysis.stage_rewards)
     return pl.concat(parts, how="diagonal_relaxed") if parts else pl.DataFrame({"run": [], "step": []})
 
 
 def near_miss_counts_long(run_dirs) -> pl.DataFrame:
     """analysis.near_miss_counts per iGRPO run (GRPO runs have no drafts), with a `run` column."""
-    parts = []
-    for d in run_dirs:
-        counts = analysis.near_miss_counts(records.read_rollouts(d))
-        if counts.height:
-            parts.append(counts.with_columns(pl.lit(run_label(d)).alias("run")))
+    parts = _per_run(run_dirs, analysis.near_miss_counts)
     return pl.concat(parts, how="diagonal_relaxed") if parts else pl.DataFrame({"run": [], "step": []})
 
 
 def near_misses_long(run_dirs) -> pl.DataFrame:
     """analysis.near_misses of every run, with a `run` column; fixes first."""
-    parts = []
-    for d in run_dirs:
-        nm = analysis.near_misses(records.read_rollouts(d))
-        if nm.height:
-            parts.append(nm.with_columns(pl.lit(run_label(d)).alias("run")))
+    parts = _per_run(run_dirs, analysis.near_misses)
     if not parts:
         return pl.DataFrame({"run": [], "step": [], "direction": []})
     return pl.concat(parts, how="diagonal_relaxed").sort(pl.col("direction") != "fix", "run", "step")
