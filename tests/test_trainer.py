@@ -143,3 +143,36 @@ def test_lr_schedule_warmup_then_cosine_to_floor():
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
     assert f(10) == pytest.approx(1.0) and f(100) == pytest.approx(0.1)
     assert 0.1 < f(55) < 1.0
+
+
+def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path):
+    """A real kill -9 of `igrpo train` after its first checkpoint; rerunning the command resumes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def cmd(out):
+        return [sys.executable, "-m", "igrpo_core", "train", "--output_dir", str(out), "--run_name", "k",
+                "--max_steps", "6", "--save_steps", "2", "--prompts_per_step", "4", "--num_generations", "4",
+                "--num_drafts", "2", "--max_completion_length", "40", "--tiny_num_problems", "200"]
+
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    subprocess.run(cmd(tmp_path / "a"), check=True, capture_output=True, env=env, timeout=600)
+    proc = subprocess.Popen(cmd(tmp_path / "b"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    marker = tmp_path / "b" / "k" / "checkpoints" / "step_000002" / "trainer_state.json"
+    deadline = time.time() + 300
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    status = records.read_json(tmp_path / "b" / "k" / "status.json")
+    assert status["state"] == "running" and status["step"] < 6      # killed, not finished
+    subprocess.run(cmd(tmp_path / "b"), check=True, capture_output=True, env=env, timeout=600)
+    a, b = tmp_path / "a" / "k", tmp_path / "b" / "k"
+    ma, mb = records.read_metrics(a), records.read_metrics(b)
+    cols = [c for c in ma.columns if c not in TIMING]
+    assert mb["step"].to_list() == list(range(1, 7))
+    assert ma.select(cols).equals(mb.select(cols))
+    assert records.read_rollouts(a).equals(records.read_rollouts(b))
