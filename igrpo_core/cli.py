@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     ns, rest = parser.parse_known_args(argv)
     try:
         ns.fn(ns, rest)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:  # bad config, data or model path: a message, not a traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
