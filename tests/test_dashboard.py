@@ -76,6 +76,21 @@ def build_dashboard_runs(tmp_path_factory) -> Path:
     return _BUILT["root"]
 
 
+def payload_near_miss_label(runs: Path) -> str:
+    """The near-miss picker's label for the injected fix (real near misses of a trained model precede it)."""
+    from igrpo_core import records
+    step = _BUILT["extra_step"]
+    ro = records.read_rollouts(runs / "igrpo-a", steps=[step])
+    pid = ro.filter(pl.col("group_index") == 0)["prompt_id"][0]
+    return f"step {step} · group 0 · refinement #0 · fix · {pid}"
+
+
+def _pick_payload_near_miss(at, runs: Path) -> None:
+    label = payload_near_miss_label(runs)
+    box = at.selectbox(key="nm_pick")
+    box.select_index(list(box.options).index(label)).run()  # AppTest holds the formatted labels
+
+
 @pytest.fixture(scope="session")
 def dash_runs(tmp_path_factory) -> Path:
     return build_dashboard_runs(tmp_path_factory)
@@ -153,6 +168,7 @@ def test_script_completion_is_shown_literally(dash_runs, monkeypatch):
     assert SCRIPT in _codes(at)
     assert not any(SCRIPT in m.value for m in at.markdown)
     at.sidebar.radio(key="page").set_value("Near misses").run()
+    _pick_payload_near_miss(at, dash_runs)
     assert SCRIPT in _codes(at)
     at.sidebar.radio(key="page").set_value("Evaluation").run()
     assert SCRIPT in _codes(at)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from test_dashboard import SCRIPT, build_dashboard_runs
+from test_dashboard import SCRIPT, build_dashboard_runs, payload_near_miss_label
 
 pytestmark = pytest.mark.browser
 
@@ -27,6 +27,9 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--
         "--disable-component-update", "--disable-sync"]
 PAGES = [("Runs", "01_runs"), ("Curves", "02_curves"), ("Rollouts", "03_rollouts"),
          ("Near misses", "04_near_misses"), ("Evaluation", "05_evaluation")]
+
+
+RUNS: list[Path] = []  # the fixture's runs directory, for labels computed from its records
 
 
 def _free_port() -> int:
@@ -43,6 +46,7 @@ def server(tmp_path_factory):
             pytest.fail(msg)
         pytest.skip(msg)
     runs = build_dashboard_runs(tmp_path_factory)
+    RUNS[:] = [runs]
     port = _free_port()
     log = tmp_path_factory.mktemp("streamlit") / "server.log"
     cmd = [sys.executable, "-m", "streamlit", "run", "dashboards/app.py", "--server.port", str(port),
@@ -111,6 +115,7 @@ def _goto(page, label: str) -> None:
 def _choose(page, key: str, option: str) -> None:
     """Pick `option` in the selectbox whose widget key is `key` (Streamlit tags it with class st-key-<key>)."""
     page.locator(f'.st-key-{key} [role="combobox"]').click()
+    page.keyboard.type(option)  # long option lists are virtualised: filter so the option is rendered
     page.get_by_role("option", name=option, exact=True).click()
     _settle(page)
 
@@ -132,6 +137,8 @@ def test_click_through_pages_and_screenshot(server):
                 _goto(page, label)
                 if label == "Rollouts":
                     _choose(page, "rb_run", "igrpo-a")  # newest step: the chosen draft of group 0 is SCRIPT
+                if label == "Near misses":  # a trained model's real near misses come first: pick the payload's
+                    _choose(page, "nm_pick", payload_near_miss_label(RUNS[0]))
                 if label in ("Rollouts", "Near misses", "Evaluation"):  # shown as visible, literal text
                     page.get_by_text(SCRIPT, exact=True).filter(visible=True).first.wait_for(timeout=20000)
                 assert page.locator('[data-testid="stException"]').count() == 0, label
