@@ -1,5 +1,6 @@
 """Evaluation harness: metric estimators against brute force, the per-set k rule, and real runs of
 the shipped tiny model (sampling, resume after interruption, skipped over-long prompts, refinement)."""
+import json
 from itertools import combinations
 
 import polars as pl
@@ -204,3 +205,31 @@ def test_cli_eval_runs_and_reports(tmp_path, capsys):
     assert rc == 0, out
     assert "problems/s" in out and "gsm8k:test" in out and "tiny:heldout" in out
     assert (tmp_path / "samples.parquet").exists() and (tmp_path / "summary.json").exists()
+
+
+def test_sigkill_of_igrpo_eval_then_rerun_gives_the_uninterrupted_result(tmp_path):
+    """A real kill -9 of the CLI after its first chunk is on disk; rerunning the command resumes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def cmd(out):
+        return [sys.executable, "-m", "igrpo_core", "eval", "--eval_dataset", "tiny:heldout", "--eval_limit", "128",
+                "--eval_num_samples", "4", "--tiny_num_problems", "300", "--out", str(out), "--workers", "1"]
+
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    subprocess.run(cmd(tmp_path / "a"), check=True, capture_output=True, env=env, timeout=600)
+    proc = subprocess.Popen(cmd(tmp_path / "b"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 300
+    while not list((tmp_path / "b" / "parts").glob("*.parquet")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "b" / "summary.json").exists()  # killed mid-evaluation, not after it
+    subprocess.run(cmd(tmp_path / "b"), check=True, capture_output=True, env=env, timeout=600)
+    sa = json.loads((tmp_path / "a" / "summary.json").read_text())
+    sb = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert sa["metrics"] == sb["metrics"]
+    assert pl.read_parquet(tmp_path / "a" / "samples.parquet").equals(pl.read_parquet(tmp_path / "b" / "samples.parquet"))
