@@ -59,11 +59,13 @@ def batch_examples(examples: list[dict], step: int, batch_index: int, per_batch:
     """Deterministic data order: epoch e is a seeded permutation; position follows from the step."""
     n = len(examples)
     start = (step - 1) * per_step + batch_index * per_batch
+    perms: dict[int, torch.Tensor] = {}
     out = []
     for pos in range(start, start + per_batch):
         epoch, k = divmod(pos, n)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-        out.append(examples[int(perm[k])])
+        if epoch not in perms:
+            perms[epoch] = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        out.append(examples[int(perms[epoch][k])])
     return out
 
 

@@ -176,3 +176,29 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path):
     assert mb["step"].to_list() == list(range(1, 7))
     assert ma.select(cols).equals(mb.select(cols))
     assert records.read_rollouts(a).equals(records.read_rollouts(b))
+
+
+def test_num_iterations_reuses_stored_old_logps(tmp_path):
+    """mu = 2: the second update is off-policy against the stored old log-probs, so the ratio moves."""
+    one = records.read_metrics(T.train(small_config(tmp_path / "a", algo="grpo", max_steps=1, learning_rate=1e-3)))
+    two = records.read_metrics(T.train(small_config(tmp_path / "b", algo="grpo", max_steps=1, learning_rate=1e-3,
+                                                    num_iterations=2)))
+    assert one["ratio_mean"][0] == pytest.approx(1.0, abs=1e-6)   # on-policy
+    assert abs(two["ratio_mean"][0] - 1.0) > 1e-6                  # logged from the second update
+
+
+def test_reference_model_only_with_beta_and_kl_grows_after_updates(tmp_path):
+    assert T.Trainer(small_config(tmp_path / "a")).ref_model is None
+    m = records.read_metrics(T.train(small_config(tmp_path / "b", algo="grpo", max_steps=2, beta=0.1,
+                                                  learning_rate=1e-3)))
+    assert m["kl"][0] == pytest.approx(0.0, abs=1e-7)   # step 1: policy == reference
+    assert m["kl"][1] > 0.0                              # after one update they differ
+
+
+def test_data_order_is_a_seeded_permutation_per_epoch():
+    ex = [{"id": i} for i in range(10)]
+    epoch0 = [e["id"] for s in range(1, 6) for e in T.batch_examples(ex, s, 0, 2, 2, seed=3)]
+    assert sorted(epoch0) == list(range(10))                       # every example once per epoch
+    assert epoch0 != [e["id"] for s in range(1, 6) for e in T.batch_examples(ex, s, 0, 2, 2, seed=4)]
+    epoch1 = [e["id"] for s in range(6, 11) for e in T.batch_examples(ex, s, 0, 2, 2, seed=3)]
+    assert sorted(epoch1) == list(range(10)) and epoch1 != epoch0  # reshuffled each epoch
