@@ -202,3 +202,26 @@ def test_data_order_is_a_seeded_permutation_per_epoch():
     assert epoch0 != [e["id"] for s in range(1, 6) for e in T.batch_examples(ex, s, 0, 2, 2, seed=4)]
     epoch1 = [e["id"] for s in range(6, 11) for e in T.batch_examples(ex, s, 0, 2, 2, seed=3)]
     assert sorted(epoch1) == list(range(10)) and epoch1 != epoch0  # reshuffled each epoch
+
+
+@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")
+@pytest.mark.parametrize("loss_type", ["grpo", "dapo", "dr_grpo"])
+def test_micro_batch_size_does_not_change_the_gradient(tmp_path, loss_type):
+    """per_device_train_batch_size is a memory knob: accumulated micro-batch gradients equal the full batch's.
+
+    (bnpo is TRL's per-micro-batch token mean, so for it the micro-batch size is part of the definition.)
+    """
+    grads = []
+    for mb in (32, 3):
+        cfg = small_config(tmp_path / f"mb{mb}", algo="grpo", loss_type=loss_type, per_device_train_batch_size=mb,
+                           gradient_accumulation_steps=2)
+        tr = T.Trainer(cfg)
+        rollouts = [tr.collect(1, b) for b in range(cfg.gradient_accumulation_steps)]
+        for ro in rollouts:
+            ro.adv[:] = torch.linspace(-1, 1, len(ro.adv))  # a gradient on every sequence
+        captured = {}
+        tr.opt.step = lambda: captured.update({n: p.grad.clone() for n, p in tr.model.named_parameters()})
+        tr.update(rollouts, [None] * len(rollouts), [None] * len(rollouts))
+        grads.append(captured)
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-7, rtol=1e-4)
