@@ -217,8 +217,8 @@ def load(path: str | Path | None = None, preset: str | None = None, overrides: d
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a mapping of config keys")
         data = dict(data)
-        preset = preset or data.pop("preset", None)
-        data.pop("preset", None)
+        file_preset = data.pop("preset", None)
+        preset = preset or file_preset
         _check_keys(data, str(path))
     preset = preset or "tiny"
     if preset not in PRESETS:

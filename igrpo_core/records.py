@@ -142,8 +142,8 @@ def checkpoint_dirs(run_dir: Path) -> list[Path]:
 def prune_checkpoints(run_dir: Path, keep: int) -> None:
     for old in checkpoint_dirs(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
-    for partial in (Path(run_dir) / "checkpoints").glob("step_*"):
-        if not (partial / "trainer_state.json").exists() and partial not in checkpoint_dirs(run_dir):
+    for partial in (Path(run_dir) / "checkpoints").glob("step_*"):  # left by a crash mid-save
+        if not (partial / "trainer_state.json").exists():
             shutil.rmtree(partial, ignore_errors=True)
 
 
