@@ -59,6 +59,10 @@ METRIC_COLUMNS = [
 ]
 
 
+# Keys that steer how a run proceeds, not what it computes: they may change between attempts.
+RUN_CONTROL_KEYS = {"max_steps", "resume", "save_steps", "save_total_limit"}
+
+
 def _atomic_write_bytes(path: Path, write) -> None:
     tmp = path.with_name(path.name + ".tmp")
     write(tmp)
@@ -79,7 +83,7 @@ def init_run_dir(run_dir: Path, config: dict) -> None:
     cfg_path = run_dir / "config.json"
     if cfg_path.exists():
         old = read_json(cfg_path)
-        diff = {k for k in set(old) | set(config) if old.get(k) != config.get(k) and k != "max_steps"}
+        diff = {k for k in set(old) | set(config) if old.get(k) != config.get(k) and k not in RUN_CONTROL_KEYS}
         if diff:
             raise ValueError(f"{run_dir} holds a run with a different config (keys {sorted(diff)}); "
                              "choose another run_name or delete the directory")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import math
 import random
+import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -151,8 +152,9 @@ class Trainer:
 
     def maybe_resume(self) -> None:
         ckpts = records.checkpoint_dirs(self.run_dir)
-        if not self.cfg.resume or not ckpts:
+        if not self.cfg.resume or not ckpts:  # a fresh start: nothing of an earlier attempt may remain
             records.truncate_after(self.run_dir, 0)
+            shutil.rmtree(self.run_dir / "checkpoints", ignore_errors=True)
             return
         ckpt = ckpts[-1]
         from safetensors.torch import load_file

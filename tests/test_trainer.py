@@ -225,3 +225,11 @@ def test_micro_batch_size_does_not_change_the_gradient(tmp_path, loss_type):
         grads.append(captured)
     for name in grads[0]:
         torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-7, rtol=1e-4)
+
+
+def test_resume_false_starts_over_without_stale_checkpoints(tmp_path):
+    run_dir = T.train(small_config(tmp_path, max_steps=2, save_steps=1))
+    assert [p.name for p in records.checkpoint_dirs(run_dir)] == ["step_000001", "step_000002"]
+    T.train(small_config(tmp_path, max_steps=1, save_steps=1, resume=False))
+    assert [p.name for p in records.checkpoint_dirs(run_dir)] == ["step_000001"]
+    assert records.read_metrics(run_dir)["step"].to_list() == [1]
