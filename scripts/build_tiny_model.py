@@ -28,6 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from igrpo_core import tinyworld as tw  # noqa: E402
+from igrpo_core.engine import SamplingParams, TransformersEngine  # noqa: E402
 from igrpo_core.prompts import TINY_DRAFT_TEMPLATE, attach_draft, render_prompt  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -91,24 +92,13 @@ def collate(pairs, pad_id: int):
 # --------------------------------------------------------------------------- evaluation
 
 
-@torch.no_grad()
 def generate(model, tok, prompts: list[list[int]], *, do_sample: bool, temperature: float = 1.0,
              max_new_tokens: int = 64, seed: int = 0, batch_size: int = 100) -> list[str]:
-    """Completions (special tokens stripped) for left-padded prompt batches; sampling is plain
+    """Completions (special tokens stripped) through the project's rollout engine; sampling is plain
     temperature sampling with top_k off (0) and top_p 1.0."""
-    torch.manual_seed(seed)
-    out = []
-    for s in range(0, len(prompts), batch_size):
-        chunk = prompts[s:s + batch_size]
-        width = max(map(len, chunk))
-        ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in chunk])  # (B, T)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk])  # (B, T)
-        sampling = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if do_sample \
-            else dict(do_sample=False)
-        gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, **sampling)
-        out += tok.batch_decode(gen[:, width:], skip_special_tokens=True)
-    return out
+    params = SamplingParams(n=1, greedy=not do_sample, temperature=temperature, top_p=1.0, top_k=0,
+                            max_new_tokens=max_new_tokens, seed=seed)
+    return [c.text for c in TransformersEngine(model, tok, batch_size=batch_size).generate(prompts, params)]
 
 
 def _corrupt_draft(example) -> str:
