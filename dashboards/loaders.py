@@ -33,15 +33,7 @@ def list_runs(root: str) -> list[Path]:
         return []
 
 
-def rollout_parts(run_dir: str) -> dict[int, Path]:
-    """Step number -> rollout part file (whole files only; temporaries are skipped)."""
-    parts = {}
-    for p in (Path(run_dir) / "rollouts").glob("step_*.parquet"):
-        try:
-            parts[int(p.name[5:11])] = p
-        except ValueError:
-            continue
-    return dict(sorted(parts.items()))
+rollout_parts = records.rollout_parts  # step -> whole part file; re-exported for the views
 
 
 def _run_sig(run_dir: Path) -> tuple:

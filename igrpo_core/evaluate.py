@@ -306,7 +306,7 @@ def _run_chunk(engine, tokenizer, part: Path, name: str, chunk, prompts, ci: int
     outs, drafts = generate_chunk(engine, tokenizer, chunk, prompts, k, st.params(name, ci), st)
     t1 = time.perf_counter()
     rows = chunk_rows(name, chunk, k, st.label, outs, drafts, timeout_s=timeout_s, workers=workers)
-    records._atomic_write_bytes(part, lambda p: pl.DataFrame(rows, schema=SAMPLE_SCHEMA).write_parquet(p))
+    records.atomic_write(part, lambda p: pl.DataFrame(rows, schema=SAMPLE_SCHEMA).write_parquet(p))
     speed["gen_s"] += t1 - t0
     speed["check_s"] += time.perf_counter() - t1
     speed["problems"] += len(chunk)
@@ -348,7 +348,7 @@ def evaluate(engine, tokenizer, datasets: dict[str, list[dict]], out_dir: str | 
                            "chunk_size": chunk_size, "generation_batch_size": getattr(engine, "batch_size", None),
                            "problems": {n: _ids_digest(p[0]) for n, p in plans.items()}}, resume)
     skipped = [s for p in plans.values() for s in p[2]]
-    records._atomic_write_bytes(out_dir / "skipped.parquet",
+    records.atomic_write(out_dir / "skipped.parquet",
                                 lambda p: pl.DataFrame(skipped, schema=SKIP_SCHEMA).write_parquet(p))
     bar = tqdm(total=sum(len(p[0]) for p in plans.values()), desc="eval", unit="problem", disable=not progress)
     speed = dict(problems=0, samples=0, tokens=0, gen_s=0.0, check_s=0.0)
@@ -374,7 +374,7 @@ def _finish(out_dir: Path, plans: dict, chunk_size: int, protocol: dict, model_n
              for ci in range(-(-len(kept) // chunk_size))]
     frames = [pl.read_parquet(p) for p in parts]
     samples = pl.concat(frames) if frames else pl.DataFrame(schema=SAMPLE_SCHEMA)
-    records._atomic_write_bytes(out_dir / "samples.parquet", lambda p: samples.write_parquet(p))
+    records.atomic_write(out_dir / "samples.parquet", lambda p: samples.write_parquet(p))
     metrics = summarize(samples)
     for name, (kept, _, skip) in plans.items():
         m = metrics.setdefault(name, {"problems": 0, "samples_per_problem": 0, "avg@k": None})

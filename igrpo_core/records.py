@@ -63,14 +63,14 @@ METRIC_COLUMNS = [
 RUN_CONTROL_KEYS = {"max_steps", "resume", "save_steps", "save_total_limit"}
 
 
-def _atomic_write_bytes(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     tmp = path.with_name(path.name + ".tmp")
     write(tmp)
     os.replace(tmp, path)
 
 
 def write_json(path: Path, obj) -> None:
-    _atomic_write_bytes(Path(path), lambda p: p.write_text(json.dumps(obj, indent=2, default=str)))
+    atomic_write(Path(path), lambda p: p.write_text(json.dumps(obj, indent=2, default=str)))
 
 
 def read_json(path: Path):
@@ -99,7 +99,7 @@ def write_status(run_dir: Path, state: str, step: int, max_steps: int, error: st
 def write_rollouts(run_dir: Path, step: int, rows: list[dict]) -> None:
     df = pl.DataFrame([{k: r.get(k) for k in ROLLOUT_SCHEMA} for r in rows], schema=ROLLOUT_SCHEMA)
     path = run_dir / "rollouts" / f"step_{step:06d}.parquet"
-    _atomic_write_bytes(path, lambda p: df.write_parquet(p))
+    atomic_write(path, lambda p: df.write_parquet(p))
 
 
 def append_metrics(run_dir: Path, row: dict) -> None:
@@ -108,7 +108,7 @@ def append_metrics(run_dir: Path, row: dict) -> None:
     new = pl.DataFrame([row])
     if path.exists():
         new = pl.concat([pl.read_parquet(path), new], how="diagonal_relaxed")
-    _atomic_write_bytes(path, lambda p: new.write_parquet(p))
+    atomic_write(path, lambda p: new.write_parquet(p))
 
 
 def truncate_after(run_dir: Path, step: int) -> None:
@@ -116,9 +116,11 @@ def truncate_after(run_dir: Path, step: int) -> None:
     path = run_dir / "metrics.parquet"
     if path.exists():
         df = pl.read_parquet(path).filter(pl.col("step") <= step)
-        _atomic_write_bytes(path, lambda p: df.write_parquet(p))
-    for part in (run_dir / "rollouts").glob("step_*.parquet*"):
-        if part.name.endswith(".tmp") or int(part.name[5:11]) > step:
+        atomic_write(path, lambda p: df.write_parquet(p))
+    for tmp in (run_dir / "rollouts").glob("step_*.parquet.tmp"):  # half-written when the run died
+        tmp.unlink()
+    for part_step, part in rollout_parts(run_dir).items():
+        if part_step > step:
             part.unlink()
 
 
@@ -127,11 +129,20 @@ def read_metrics(run_dir: Path) -> pl.DataFrame:
     return pl.read_parquet(path) if path.exists() else pl.DataFrame()
 
 
+def rollout_parts(run_dir: Path) -> dict[int, Path]:
+    """Step -> its complete rollout part (temporaries and foreign names skipped), in step order."""
+    parts = {}
+    for p in (Path(run_dir) / "rollouts").glob("step_*.parquet"):
+        try:
+            parts[int(p.name[5:11])] = p
+        except ValueError:
+            continue
+    return dict(sorted(parts.items()))
+
+
 def read_rollouts(run_dir: Path, steps: list[int] | None = None) -> pl.DataFrame:
-    parts = sorted((Path(run_dir) / "rollouts").glob("step_*.parquet"))
-    if steps is not None:
-        wanted = set(steps)
-        parts = [p for p in parts if int(p.name[5:11]) in wanted]
+    wanted = None if steps is None else set(steps)
+    parts = [p for step, p in rollout_parts(run_dir).items() if wanted is None or step in wanted]
     if not parts:
         return pl.DataFrame(schema=ROLLOUT_SCHEMA)
     return pl.concat([pl.read_parquet(p) for p in parts], how="diagonal_relaxed")
