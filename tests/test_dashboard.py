@@ -61,12 +61,7 @@ def build_dashboard_runs(tmp_path_factory) -> Path:
     train(small_config(base, run_name="igrpo-nolog", algo="igrpo", max_steps=1, save_steps=10,
                        log_completions=False))
     cfg = small_config(base, run_name="igrpo-a", algo="igrpo", eval_limit=8)
-    orig = E.majority_correct
-    with pytest.MonkeyPatch.context() as mp:
-        # evaluate.majority_correct calls .index on the polars Series it is given (polars 2 has none);
-        # handing it lists is harmless once that is fixed.
-        mp.setattr(E, "majority_correct", lambda e, c: orig(list(e), list(c)))
-        E.evaluate_model(cfg, str(final_model(igrpo)), igrpo / "eval" / "tiny_heldout", progress=False)
+    E.evaluate_model(cfg, str(final_model(igrpo)), igrpo / "eval" / "tiny_heldout", progress=False)
     samples_path = igrpo / "eval" / "tiny_heldout" / "samples.parquet"
     samples = pl.read_parquet(samples_path)
     samples.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(pl.lit(SCRIPT)).otherwise(pl.col("completion"))
