@@ -126,9 +126,7 @@ def run_ablation(base: Config, families: list[str], seeds: list[int] = (0,), tag
     interrupted ablation keeps what finished; re-running with the same tag resumes each run),
     and the seed summary to summary.parquet beside it.
     """
-    from igrpo_core.evaluate import evaluate_model
-    from igrpo_core.experiments import final_model
-    from igrpo_core.trainer import train
+    from igrpo_core.experiments import train_and_evaluate
     tag = new_tag(tag)
     arms, notes = plan(base, families)
     for n in notes:
@@ -143,10 +141,7 @@ def run_ablation(base: Config, families: list[str], seeds: list[int] = (0,), tag
             cfg = cfg.replace(seed=seed, run_name=f"{tag}-{_slug(fam)}-{_slug(arm)}-s{seed}")
             key = json.dumps({k: v for k, v in cfg.to_dict().items() if k != "run_name"}, sort_keys=True)
             if key not in done:
-                t0 = time.perf_counter()
-                run_dir = train(cfg)
-                train_s = time.perf_counter() - t0
-                ev = evaluate_model(cfg, str(final_model(run_dir)), run_dir / "eval", progress=progress)
+                run_dir, ev, train_s = train_and_evaluate(cfg, progress=progress)
                 m = records.read_metrics(run_dir)
                 done[key] = {"run_dir": str(run_dir), "eval_avg@k": ev["metrics"]["macro_avg"]["avg@k"],
                              "final_reward": _final(m, "reward_mean"), "final_accuracy": _final(m, "accuracy_mean"),

@@ -22,6 +22,17 @@ def final_model(run_dir: str | Path) -> Path:
     return ckpts[-1] / "model"
 
 
+def train_and_evaluate(cfg: Config, progress: bool = True) -> tuple[Path, dict, float]:
+    """Train (or resume) one run, evaluate its final checkpoint into <run_dir>/eval.
+
+    Returns (run_dir, evaluation summary, training wall time in seconds).
+    """
+    t0 = time.perf_counter()
+    run_dir = train(cfg)
+    train_s = time.perf_counter() - t0
+    return run_dir, evaluate_model(cfg, str(final_model(run_dir)), run_dir / "eval", progress=progress), train_s
+
+
 def compare(base: Config, algos: tuple[str, ...] = ("grpo", "igrpo"), seeds: tuple[int, ...] = (0,),
             tag: str | None = None, evaluate_base: bool = True) -> dict:
     """Train each algo x seed at the same budget, evaluate all single-shot, return results + a table.
@@ -37,10 +48,7 @@ def compare(base: Config, algos: tuple[str, ...] = ("grpo", "igrpo"), seeds: tup
     for algo in algos:
         for seed in seeds:
             cfg = base.replace(algo=algo, seed=seed, run_name=f"{tag}-{algo}-s{seed}")
-            t0 = time.perf_counter()
-            run_dir = train(cfg)
-            train_s = time.perf_counter() - t0
-            res = evaluate_model(cfg, str(final_model(run_dir)), run_dir / "eval")
+            run_dir, res, train_s = train_and_evaluate(cfg)
             res["train_time_s"] = train_s
             results[f"{algo} seed {seed}"] = res
             runs[f"{algo} seed {seed}"] = str(run_dir)
