@@ -468,22 +468,20 @@ def evaluate_model(cfg, model_path: str, out_dir: str | Path, *, datasets: dict[
     cfg.eval_num_samples = 0 uses the paper's k per set; cfg.resume (or `resume`) continues an
     interrupted evaluation in out_dir.
     """
-    from igrpo_core.engine import TransformersEngine
-    from igrpo_core.models import load_examples, load_model, load_tokenizer, resolve_device, setup_threads, weight_dtype
+    from igrpo_core.models import load_examples, load_tokenizer, load_transformers_engine, setup_threads
     setup_threads(cfg.torch_threads)
     if datasets is None:
         datasets = {spec.strip(): load_examples(spec.strip(), tiny_num_problems=cfg.tiny_num_problems,
                                                 limit=cfg.eval_limit)
                     for spec in cfg.eval_dataset.split(",") if spec.strip()}
     gguf = cfg.gguf_file if model_path == cfg.model_name_or_path else None
-    tok = load_tokenizer(model_path, gguf)
-    device = resolve_device(cfg.device)
     if cfg.rollout_engine == "vllm":
         from igrpo_core.engine_vllm import VLLMEngine
+        tok = load_tokenizer(model_path, gguf)
         engine = VLLMEngine(cfg.replace(model_name_or_path=model_path), tok)
     else:
-        model = load_model(model_path, tok, device=device, dtype=weight_dtype(cfg.dtype, device), gguf_file=gguf)
-        engine = TransformersEngine(model, tok, batch_size=cfg.generation_batch_size)
+        engine, tok = load_transformers_engine(model_path, gguf, device=cfg.device, dtype=cfg.dtype,
+                                               batch_size=cfg.generation_batch_size)
     return evaluate(engine, tok, datasets, out_dir, num_samples=cfg.eval_num_samples, greedy=cfg.eval_greedy,
                     temperature=cfg.eval_temperature, top_p=cfg.eval_top_p,
                     max_new_tokens=cfg.max_completion_length, system_prompt=cfg.system_prompt, seed=cfg.seed,

@@ -249,18 +249,15 @@ class LocalJudgeBackend:
     def load(cls, model: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 8,
              max_new_tokens: int = 32) -> "LocalJudgeBackend":
         """`model`: a directory or HF id, or a .gguf file (loaded from its directory)."""
-        from igrpo_core.engine import TransformersEngine
-        from igrpo_core.models import load_model, load_tokenizer, resolve_device, weight_dtype
+        from igrpo_core.models import load_transformers_engine
         path, gguf = Path(model), None
         if path.suffix == ".gguf":
             if not path.is_file():
                 raise FileNotFoundError(f"judge model file not found: {model}")
             model, gguf = str(path.parent), path.name
-        dev = resolve_device(device)
-        tok = load_tokenizer(model, gguf)
-        net = load_model(model, tok, device=dev, dtype=weight_dtype(dtype, dev), gguf_file=gguf).eval()
-        return cls(TransformersEngine(net, tok, batch_size=batch_size), tok, max_new_tokens=max_new_tokens,
-                   max_model_len=getattr(net.config, "max_position_embeddings", None))
+        engine, tok = load_transformers_engine(model, gguf, device=device, dtype=dtype, batch_size=batch_size)
+        return cls(engine, tok, max_new_tokens=max_new_tokens,
+                   max_model_len=getattr(engine.model.config, "max_position_embeddings", None))
 
     def complete(self, conversations: list[tuple[str, str]]) -> list[str | Exception]:
         from igrpo_core.engine import SamplingParams

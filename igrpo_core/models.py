@@ -81,6 +81,16 @@ def load_model(name_or_path: str, tokenizer, *, device: torch.device, dtype: tor
     return model.to(device)
 
 
+def load_transformers_engine(name_or_path: str, gguf_file: str | None = None, *, device: str = "auto",
+                             dtype: str = "auto", batch_size: int = 128):
+    """(TransformersEngine, tokenizer) for a local model or hub id, on the resolved device."""
+    from igrpo_core.engine import TransformersEngine
+    dev = resolve_device(device)
+    tok = load_tokenizer(name_or_path, gguf_file)
+    model = load_model(name_or_path, tok, device=dev, dtype=weight_dtype(dtype, dev), gguf_file=gguf_file).eval()
+    return TransformersEngine(model, tok, batch_size=batch_size), tok
+
+
 def load_examples(spec: str, *, tiny_num_problems: int = 4000, limit: int | None = None) -> list[dict]:
     """"tiny:train" / "tiny:heldout" generate the built-in task; anything else goes to data.load_any."""
     if spec.startswith("tiny"):

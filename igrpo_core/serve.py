@@ -171,15 +171,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--torch_threads", type=int, default=None)
     ns = ap.parse_args(argv)
-    from igrpo_core.engine import TransformersEngine
-    from igrpo_core.models import load_model, load_tokenizer, resolve_device, setup_threads
-    import torch
+    from igrpo_core.models import load_transformers_engine, setup_threads
     setup_threads(ns.torch_threads)
-    dev = resolve_device(ns.device)
-    tok = load_tokenizer(ns.model, ns.gguf_file)
-    model = load_model(ns.model, tok, device=dev, dtype=torch.float32, gguf_file=ns.gguf_file).eval()
-    server = ModelServer((ns.host, ns.port), TransformersEngine(model, tok), tok, ns.name or ns.model,
-                         getattr(model.config, "max_position_embeddings", None))
+    engine, tok = load_transformers_engine(ns.model, ns.gguf_file, device=ns.device, dtype="float32")
+    server = ModelServer((ns.host, ns.port), engine, tok, ns.name or ns.model,
+                         getattr(engine.model.config, "max_position_embeddings", None))
     print(f"serving {ns.name or ns.model} at {server.url}", flush=True)
     try:
         server.serve_forever()
