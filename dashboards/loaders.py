@@ -4,8 +4,8 @@ Every loader takes paths (strings) plus a signature of the files it reads (mtime
 file changes, its signature changes and the cache misses. Rollouts are read one step part at a time
 so that refreshing a growing run only reads the new parts.
 
-Deliberately left out: anything that writes, and anything that imports torch (igrpo_core.evaluate
-does, through its engine, so eval outputs are read here directly).
+Deliberately left out: anything that writes, and anything that imports torch (evaluation records
+are read through igrpo_core.records, which never does).
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ rollout_parts = records.rollout_parts  # step -> whole part file; re-exported fo
 
 
 def _run_sig(run_dir: Path) -> tuple:
-    evals = sorted((run_dir / "eval").glob("**/summary.json")) if (run_dir / "eval").is_dir() else []
+    evals = [d / "summary.json" for d in records.eval_dirs(run_dir / "eval")]
     return tuple(file_sig(run_dir / f) for f in ("config.json", "status.json", "metrics.parquet")) + tuple(
         (str(p), file_sig(p)) for p in evals)
 
@@ -120,14 +120,13 @@ def find_evals(root: Path, runs: list[Path]) -> dict[str, Path]:
     run_set = set(runs)
     for run in runs:
         base = run / "eval"
-        if base.is_dir():
-            for d in sorted({p.parent for pat in ("summary.json", "samples.parquet") for p in base.glob(f"**/{pat}")}):
-                rel = d.relative_to(base)
-                found[f"{run.name}" + ("" if str(rel) == "." else f"/{rel}")] = d
+        for d in records.eval_dirs(base):
+            rel = d.relative_to(base)
+            found[f"{run.name}" + ("" if str(rel) == "." else f"/{rel}")] = d
     if Path(root).is_dir():
         for d in sorted(Path(root).iterdir()):
             if d.is_dir() and d not in run_set:
-                for s in sorted({p.parent for pat in ("summary.json", "samples.parquet") for p in d.glob(f"**/{pat}")}):
+                for s in records.eval_dirs(d):
                     found[str(s.relative_to(root))] = s
     return found
 
@@ -144,4 +143,4 @@ def eval_samples(eval_dir: Path) -> pl.DataFrame:
         return _parquet(str(p), file_sig(p))
     parts = sorted((Path(eval_dir) / "parts").glob("*.parquet"))
     frames = [_parquet(str(q), file_sig(q)) for q in parts]
-    return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
+    return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(schema=records.SAMPLE_SCHEMA)

@@ -1,7 +1,8 @@
-"""Read-side analysis of run directories: the tables the dashboard and the analysis notebook show.
+"""Read-side analysis of run directories: the tables the dashboard and the notebooks show.
 
-Polars only (never torch), so the dashboard can import it. Each function takes frames read with
-`records` and returns a frame; plotting is left to the caller.
+Polars only (never torch), so the dashboard can import it. Single-run functions take frames read
+with `records` and return a frame; the multi-run ones (`*_long`, `metrics_long`, `entropy_drops`)
+take run directories and add a `run` column for colouring plots. Plotting is left to the caller.
 
 Deliberately left out: anything that needs a model.
 """
@@ -29,8 +30,8 @@ def run_summary(run_dir: Path, last_n: int = 5) -> dict:
                     "refine_gain", "entropy", "completion_len_mean", "step_time_s"):
             if col in tail.columns and tail[col].null_count() < tail.height:
                 out[col] = tail[col].mean()
-    for ev in sorted((run_dir / "eval").glob("**/summary.json")) if (run_dir / "eval").exists() else []:
-        macro = records.read_json(ev).get("metrics", {}).get("macro_avg", {})
+    for ev in records.eval_dirs(run_dir / "eval"):
+        macro = records.read_eval_summary(ev).get("metrics", {}).get("macro_avg", {})
         if "avg@k" in macro:
             out["eval_avg@k"] = macro["avg@k"]
     return out
@@ -155,3 +156,102 @@ def eval_problem_table(samples: pl.DataFrame) -> pl.DataFrame:
         pl.col("correct").cast(pl.Float64).mean().alias("accuracy"),
         pl.col("extracted").drop_nulls().unique().sort().str.join(" | ").alias("answers"),
         pl.col("gold").first(), (pl.col("status") == "no_answer").sum().alias("no_answer"))
+
+
+# --- several runs at once -------------------------------------------------------------------
+
+def newest_runs(output_dir: str | Path = "runs", n: int = 2) -> list[Path]:
+    """The n most recently updated run directories (by status.json, else config.json)."""
+    def updated(p: Path) -> float:
+        return max((p / f).stat().st_mtime for f in ("config.json", "status.json") if (p / f).exists())
+    runs = sorted(records.list_runs(records.resolve_path(output_dir)), key=updated)
+    if not runs:
+        raise FileNotFoundError(f"no run directories under {output_dir!r}: run notebooks/quickstart.ipynb "
+                                "or `igrpo train` first, or pass run_dirs")
+    return runs[-n:]
+
+
+def pick_runs(run_dirs: list[str], output_dir: str | Path = "runs", newest: int = 2) -> list[Path]:
+    """The given run directories (checked), or else the `newest` ones under output_dir."""
+    if not run_dirs:
+        return newest_runs(output_dir, newest)
+    out = [records.resolve_path(d) for d in run_dirs]
+    missing = [str(d) for d in out if not (d / "config.json").is_file()]
+    if missing:
+        raise FileNotFoundError(f"not run directories (no config.json): {missing}")
+    return out
+
+
+def run_label(run_dir: Path) -> str:
+    cfg = records.read_json(Path(run_dir) / "config.json")
+    return f"{Path(run_dir).name} ({cfg.get('algo')})"
+
+
+def metrics_long(run_dirs) -> pl.DataFrame:
+    """All runs' per-step metrics with a `run` column (label) for colouring plots."""
+    parts = [records.read_metrics(d).with_columns(pl.lit(run_label(d)).alias("run")) for d in run_dirs]
+    parts = [p for p in parts if p.height]
+    return pl.concat(parts, how="diagonal_relaxed") if parts else pl.DataFrame({"run": [], "step": []})
+
+
+def _per_run(run_dirs, table) -> list[pl.DataFrame]:
+    """table(rollouts) of each run that yields rows, with a `run` column."""
+    parts = []
+    for d in run_dirs:
+        t = table(records.read_rollouts(d))
+        if t.height:
+            parts.append(t.with_columns(pl.lit(run_label(d)).alias("run")))
+    return parts
+
+
+def stage_rewards_long(run_dirs) -> pl.DataFrame:
+    """stage_rewards for each run, with a `run` column."""
+    parts = _per_run(run_dirs, stage_rewards)
+    return pl.concat(parts, how="diagonal_relaxed") if parts else pl.DataFrame({"run": [], "step": []})
+
+
+def near_miss_counts_long(run_dirs) -> pl.DataFrame:
+    """near_miss_counts per iGRPO run (GRPO runs have no drafts), with a `run` column."""
+    parts = _per_run(run_dirs, near_miss_counts)
+    return pl.concat(parts, how="diagonal_relaxed") if parts else pl.DataFrame({"run": [], "step": []})
+
+
+def near_misses_long(run_dirs) -> pl.DataFrame:
+    """near_misses of every run, with a `run` column; fixes first."""
+    parts = _per_run(run_dirs, near_misses)
+    if not parts:
+        return pl.DataFrame({"run": [], "step": [], "direction": []})
+    return pl.concat(parts, how="diagonal_relaxed").sort(pl.col("direction") != "fix", "run", "step")
+
+
+def entropy_drops(metrics: pl.DataFrame, fractions=(0.9, 0.75, 0.5)) -> pl.DataFrame:
+    """Per run: start and final entropy, and the first step where entropy < f x its first-step value.
+
+    A later step (or null: never) means entropy collapsed more slowly; the paper reports that iGRPO
+    delays the collapse relative to GRPO.
+    """
+    rows = []
+    for (run,), m in metrics.filter(pl.col("entropy").is_not_null()).sort("step").group_by(
+            ["run"], maintain_order=True):
+        start = m["entropy"][0]
+        row = {"run": run, "steps": m.height, "entropy_start": start, "entropy_final": m["entropy"][-1]}
+        for f in fractions:
+            below = m.filter(pl.col("entropy") < f * start)["step"]
+            row[f"first_step_below_{f:g}x"] = int(below[0]) if below.len() else None
+        rows.append(row)
+    return pl.DataFrame(rows, infer_schema_length=None)
+
+
+def format_near_misses(nm: pl.DataFrame, n: int = 3, max_chars: int = 400) -> str:
+    """A few near-miss rows as plain text (model output is shown as text, never rendered)."""
+    def clip(s):
+        s = "" if s is None else str(s)
+        return s if len(s) <= max_chars else s[:max_chars] + f"... [{len(s) - max_chars} more chars]"
+    blocks = []
+    for r in nm.head(n).iter_rows(named=True):
+        blocks.append("\n".join([
+            f"--- {r.get('run', '')} step {r['step']}  group {r['group_index']}  sample {r['sample_index']}  "
+            f"{r['direction']}  (gold {r['gold']}, extracted {r['extracted']})",
+            f"[draft, accuracy {r['draft_accuracy']}]", clip(r["draft"]),
+            f"[refinement, accuracy {r['reward_accuracy']}, advantage {r['advantage']}]", clip(r["completion"])]))
+    return "\n\n".join(blocks) if blocks else "(no near misses in these runs)"

@@ -24,11 +24,14 @@ def cmd_train(ns, rest):
 
 
 def cmd_eval(ns, rest):
-    from igrpo_core.evaluate import describe, evaluate_model, format_table
+    from igrpo_core import records
+    from igrpo_core.evaluate import describe, evaluate_model, format_table, settings_digest
     from igrpo_core.experiments import final_model
     cfg = _config(ns, rest)
     model = str(final_model(ns.run)) if ns.run else cfg.model_name_or_path
-    out = Path(ns.out) if ns.out else (Path(ns.run) / "eval" if ns.run else Path(cfg.output_dir) / f"eval-{Path(model).name}")
+    name = f"eval-{settings_digest(cfg, model)}" + (f"-refine{ns.refine_rounds}" if ns.refine_rounds else "")
+    root = Path(ns.run) if ns.run else Path(cfg.output_dir) / f"eval-{Path(model).name}"
+    out = Path(ns.out) if ns.out else records.eval_dir(root, name)
     summary = evaluate_model(cfg, model, out, refine_rounds=ns.refine_rounds, workers=ns.workers)
     print(describe(summary))
     print(format_table({Path(model).name: summary}))
@@ -63,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         p.set_defaults(fn=fn)
         if name == "eval":
             p.add_argument("--run", help="run directory whose newest checkpoint to evaluate")
-            p.add_argument("--out", help="output directory (default <run>/eval)")
+            p.add_argument("--out", help="output directory (default <run>/eval/eval-<settings hash>)")
             p.add_argument("--refine_rounds", type=int, default=0,
                            help="1: one draft->refine round at test time (not the paper's protocol)")
             p.add_argument("--workers", type=int, default=2,

@@ -5,15 +5,22 @@ Where we differ from TRL the comment says so. Validation happens here, before an
 checks that need the tokenizer (does the question fit the prompt budget?) happen in the trainer
 right after the tokenizer loads and before the model does.
 
+Option values come from `options` (typed once as Literals); every Literal field is validated from
+its annotation, so the allowed values are written in one place.
+
 Deliberately left out: distributed settings (one process, one device), wandb/tensorboard.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from igrpo_core import options as opt
 
 from igrpo_core.prompts import PAPER_DRAFT_TEMPLATE, PAPER_SYSTEM_PROMPT, TINY_DRAFT_TEMPLATE
 
@@ -33,24 +40,24 @@ class Config:
     output_dir: str = "runs"              # parent of run directories
     run_name: str | None = None           # directory name; default "<algo>-s<seed>-<timestamp>"
     # --- algorithm ---
-    algo: str = "igrpo"                   # "grpo" | "igrpo"
+    algo: opt.Algo = "igrpo"                   # "grpo" | "igrpo"
     num_generations: int = 8              # TOTAL rollouts per prompt (iGRPO: drafts + refinements), matched budget
     num_drafts: int = 4                   # iGRPO stage-1 drafts N; refinements G = num_generations - num_drafts
     draft_template: str = TINY_DRAFT_TEMPLATE  # stage-2 user message; must contain {question} and {draft}
     system_prompt: str | None = None      # None: no system message (tiny model); paper preset: Appendix C prompt
-    draft_tie_break: str = "first"        # "first" (lowest sample index) | "shortest" | "random"
-    all_drafts_failed: str = "append"     # "append" best draft anyway (paper Prop. 3.1) | "question_only"
+    draft_tie_break: opt.DraftTieBreak = "first"        # "first" (lowest sample index) | "shortest" | "random"
+    all_drafts_failed: opt.AllDraftsFailed = "append"     # "append" best draft anyway (paper Prop. 3.1) | "question_only"
     # --- loss ---
-    loss_type: str = "grpo"               # "grpo" per-sequence | "bnpo"/"dapo" per-token | "dr_grpo" constant
-    importance_sampling_level: str = "token"  # "token" | "sequence" (GSPO)
+    loss_type: opt.LossType = "grpo"               # "grpo" per-sequence | "bnpo"/"dapo" per-token | "dr_grpo" constant
+    importance_sampling_level: opt.ImportanceSamplingLevel = "token"  # "token" | "sequence" (GSPO)
     beta: float = 0.0                     # k3 KL coefficient; reference model loaded only if > 0
     epsilon: float = 0.2                  # lower clip range
     epsilon_high: float | None = None     # upper clip range (DAPO clip-higher); None = epsilon
-    scale_rewards: str = "group"          # "group" | "batch" | "none" (Dr. GRPO)
+    scale_rewards: opt.ScaleRewards = "group"          # "group" | "batch" | "none" (Dr. GRPO)
     num_iterations: int = 1               # policy updates per rollout batch (mu); >1 stores old log-probs
     # --- optimisation ---
     learning_rate: float = 5e-5
-    lr_scheduler_type: str = "cosine"     # "cosine" (to min_lr_rate x lr) | "constant" | "linear"
+    lr_scheduler_type: opt.LrScheduler = "cosine"     # "cosine" (to min_lr_rate x lr) | "constant" | "linear"
     min_lr_rate: float = 0.1              # cosine floor as a fraction of learning_rate (paper: 0.1)
     warmup_ratio: float = 0.1             # fraction of max_steps spent warming up linearly
     weight_decay: float = 0.0
@@ -68,7 +75,7 @@ class Config:
     top_p: float = 1.0
     top_k: int = 0                        # 0 disables (transformers would otherwise apply 50)
     generation_batch_size: int = 128      # sequences per generate() call
-    rollout_engine: str = "transformers"  # "transformers" | "vllm" (GPU only)
+    rollout_engine: opt.RolloutEngineName = "transformers"  # "transformers" | "vllm" (GPU only)
     vllm_gpu_memory_utilization: float = 0.3
     # --- rewards ---
     reward_funcs: list[str] = field(default_factory=lambda: ["accuracy", "format"])
@@ -84,8 +91,8 @@ class Config:
     eval_limit: int | None = 500          # evaluate on the first N problems
     # --- run ---
     seed: int = 0
-    device: str = "auto"                  # "auto" (cuda if available) | "cpu" | "cuda"
-    dtype: str = "auto"                   # "auto" (bf16 on cuda, fp32 on cpu) | "float32" | "bfloat16"
+    device: opt.Device = "auto"                  # "auto" (cuda if available) | "cpu" | "cuda"
+    dtype: opt.Dtype = "auto"                   # "auto" (bf16 on cuda, fp32 on cpu) | "float32" | "bfloat16"
     torch_threads: int | None = 1         # CPU threads; 1 is fastest on small shared machines
     save_steps: int = 30                  # checkpoint every N steps (and at the end)
     save_total_limit: int = 2             # keep this many newest checkpoints
@@ -103,20 +110,9 @@ class Config:
     def validate(self) -> None:
         errs = []
 
-        def choice(name, options):
-            if getattr(self, name) not in options:
-                errs.append(f"{name}={getattr(self, name)!r} is not one of {sorted(options)}")
-
-        choice("algo", {"grpo", "igrpo"})
-        choice("loss_type", {"grpo", "bnpo", "dapo", "dr_grpo"})
-        choice("importance_sampling_level", {"token", "sequence"})
-        choice("scale_rewards", {"group", "batch", "none"})
-        choice("lr_scheduler_type", {"cosine", "constant", "linear"})
-        choice("draft_tie_break", {"first", "shortest", "random"})
-        choice("all_drafts_failed", {"append", "question_only"})
-        choice("rollout_engine", {"transformers", "vllm"})
-        choice("device", {"auto", "cpu", "cuda"})
-        choice("dtype", {"auto", "float32", "bfloat16", "float16"})
+        for name, allowed in literal_fields().items():
+            if getattr(self, name) not in allowed:
+                errs.append(f"{name}={getattr(self, name)!r} is not one of {list(allowed)}")
         if self.algo == "igrpo":
             if not 1 <= self.num_drafts < self.num_generations:
                 errs.append(f"iGRPO needs 1 <= num_drafts < num_generations under a matched budget, "
@@ -185,7 +181,14 @@ PRESETS: dict[str, dict] = {
 FIELD_NAMES = {f.name: f for f in dataclasses.fields(Config)}
 
 
-def _check_keys(d: dict, origin: str) -> None:
+@functools.cache
+def literal_fields() -> dict[str, tuple]:
+    """Field name -> allowed values, for every field annotated with an `options` Literal."""
+    hints = typing.get_type_hints(Config)
+    return {name: typing.get_args(t) for name, t in hints.items() if typing.get_origin(t) is typing.Literal}
+
+
+def check_keys(d: dict, origin: str) -> None:
     for key in d:
         if key not in FIELD_NAMES:
             close = difflib.get_close_matches(key, FIELD_NAMES, n=3)
@@ -194,7 +197,7 @@ def _check_keys(d: dict, origin: str) -> None:
 
 
 def from_dict(d: dict, origin: str = "config") -> Config:
-    _check_keys(d, origin)
+    check_keys(d, origin)
     return Config(**d)
 
 
@@ -219,15 +222,33 @@ def load(path: str | Path | None = None, preset: str | None = None, overrides: d
         data = dict(data)
         file_preset = data.pop("preset", None)
         preset = preset or file_preset
-        _check_keys(data, str(path))
+        check_keys(data, str(path))
     preset = preset or "tiny"
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; known: {sorted(PRESETS)}")
     merged = {**PRESETS[preset], **data}
     if overrides:
-        _check_keys(overrides, "overrides")
+        check_keys(overrides, "overrides")
         merged.update(overrides)
     return from_dict(merged)
+
+
+def parse_literal(raw: str):
+    """An untyped command-line value, papermill's -p rules plus YAML lists and dicts:
+    "2" -> 2, "1e-4" -> 1e-4, "None" -> None, "true" -> True, "[0, 1]" -> [0, 1], else the string."""
+    import yaml
+    if raw in ("None", "none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(raw)
+        except ValueError:
+            pass
+    try:
+        val = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+    return val if isinstance(val, (bool, list, dict)) else raw
 
 
 def _parse_value(name: str, raw: str):
@@ -266,7 +287,7 @@ def parse_overrides(args: list[str]) -> dict:
             if i + 1 >= len(args):
                 raise ValueError(f"--{key} needs a value")
             val, i = args[i + 1], i + 1
-        _check_keys({key: None}, "command line")
+        check_keys({key: None}, "command line")
         out[key] = _parse_value(key, val)
         i += 1
     return out

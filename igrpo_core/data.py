@@ -6,10 +6,12 @@ user file carries (so custom rewards can read them).
 
 - `load_benchmark("gsm8k")` reads data/benchmarks/<name>/<split>.jsonl, built and checksummed
   by scripts/build_data.py (see data/benchmarks/README.md for provenance and gold extraction).
-- `load_examples(path)` reads a user's .jsonl / .json / .parquet / .csv, maps column names,
+- `load_file(path)` reads a user's .jsonl / .json / .parquet / .csv, maps column names,
   and validates every row; a bad row raises `DatasetError` naming the file and line (or row),
   or, with `skip_bad_rows=True`, is skipped and listed in `LoadResult.skipped` — never silently.
 - `load_any(spec)` takes either a benchmark name ("math500", "gsm8k:train") or a path.
+- `load_dataset(spec)` is what a Config's `dataset` / `eval_dataset` names: the generated tiny
+  world ("tiny:train", "tiny:heldout") or anything `load_any` takes; it returns the rows.
 
 Deliberately left out: downloads (no dataset hub is reachable), prompt formatting (prompts.py),
 answer checking (answers.py; only its `parse_gold` is called, to reject gold answers math-verify
@@ -95,7 +97,7 @@ def load_benchmark(name: str, split: str | None = None, limit: int | None = None
 # user files
 
 
-def load_examples(path: str | Path, *, columns: dict | None = None, skip_bad_rows: bool = False,
+def load_file(path: str | Path, *, columns: dict | None = None, skip_bad_rows: bool = False,
                   source: str | None = None) -> LoadResult:
     """Read and validate a user's dataset file.
 
@@ -140,10 +142,24 @@ def load_any(spec: str, *, split: str | None = None, limit: int | None = None,
             raise DatasetError(f"columns= applies to files, not to the benchmark {name!r}")
         path = benchmark_path(name, spec_split or split)
         return LoadResult(rows=load_benchmark(name, spec_split or split, limit), path=str(path))
-    result = load_examples(spec, columns=columns, skip_bad_rows=skip_bad_rows, source=source)
+    result = load_file(spec, columns=columns, skip_bad_rows=skip_bad_rows, source=source)
     if limit is not None:
         result.rows = result.rows[:limit]
     return result
+
+
+def load_dataset(spec: str, *, tiny_num_problems: int = 4000, limit: int | None = None) -> list[dict]:
+    """Rows for a dataset spec: "tiny:train" / "tiny:heldout" (generated), a benchmark, or a file."""
+    name, _, split = spec.partition(":")
+    if name == "tiny":
+        from igrpo_core import tinyworld
+        rows = tinyworld.make_split(split or "train", tiny_num_problems)
+        rows = rows[:limit] if limit else rows
+    else:
+        rows = load_any(spec, limit=limit or None).rows
+    if not rows:
+        raise DatasetError(f"dataset {spec!r} has no rows")
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,12 +5,8 @@ pass@1 averaged over them, k = 64 for AIME (aime24, aime25) and 8 for every othe
 k, per set: greedy decoding -> 1 (all samples would be identical); else `num_samples` > 0 -> that k
 for every set; else (`num_samples=0`, i.e. Config.eval_num_samples=0) -> `paper_num_samples(set)`.
 
-Layout of an evaluation directory:
-    eval_config.json    model, protocol and per-set problem lists (resume refuses a different one)
-    parts/*.parquet     one file per chunk of problems (SAMPLE_SCHEMA), written atomically
-    skipped.parquet     problems not evaluated because the prompt does not fit the model's context
-    samples.parquet     all parts concatenated, one row per sample
-    summary.json        {"metrics": per-set + "macro_avg", "protocol", "skipped", speed figures}
+The layout of an evaluation directory and its record schemas live in `records` (beside the
+training records); the metrics are `metrics.summarize`.
 Work proceeds in chunks of problems with a seed derived from (seed, set, chunk), so an interrupted
 evaluation resumes at the first missing part and ends with exactly the samples and metrics of an
 uninterrupted one. Answer checks run in worker processes (answers.check_many: math-verify's alarm
@@ -29,11 +25,11 @@ Deliberately left out: tool use, multi-turn chat, LLM-judged correctness, any ex
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
 import zlib
-from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -41,28 +37,10 @@ from typing import Callable
 import polars as pl
 
 from igrpo_core import answers, records
+from igrpo_core.metrics import summarize
+from igrpo_core.records import SAMPLE_SCHEMA, SKIP_SCHEMA
 from igrpo_core.engine import SamplingParams
 from igrpo_core.prompts import TRUNCATION_MARK, attach_draft, build_refine_prompt, render_prompt
-
-SAMPLE_SCHEMA = {
-    "dataset": pl.Utf8,             # set name as given ("tiny:heldout", "gsm8k:test", a file path)
-    "problem_id": pl.Utf8,
-    "sample_index": pl.Int64,       # 0..k-1 within the problem
-    "protocol": pl.Utf8,            # "single_shot" | "test_time_refine_r<R> (not paper protocol)"
-    "prompt_tokens": pl.Int64,      # prompt of the final answer (refine: question + draft)
-    "completion": pl.Utf8,          # final answer text, special tokens removed
-    "gold": pl.Utf8,
-    "extracted": pl.Utf8,           # answer the checker extracted (null if none)
-    "correct": pl.Boolean,
-    "status": pl.Utf8,              # answers.CheckResult.status: ok | no_answer | timeout | error
-    "completion_tokens": pl.Int64,  # includes EOS when finish_reason == "stop"
-    "finish_reason": pl.Utf8,       # "stop" | "length"
-    "draft": pl.Utf8,               # refine rows: the single-shot answer that was refined (else null)
-    "draft_extracted": pl.Utf8,
-    "draft_correct": pl.Boolean,
-    "draft_truncated": pl.Boolean,  # refine rows: a draft was shortened to fit the prompt budget
-}
-SKIP_SCHEMA = {"dataset": pl.Utf8, "problem_id": pl.Utf8, "prompt_tokens": pl.Int64, "reason": pl.Utf8}
 
 SINGLE_SHOT = "single_shot"
 PAPER_TEMPERATURE, PAPER_TOP_P = 0.6, 0.95
@@ -88,80 +66,6 @@ def resolve_num_samples(set_name: str, num_samples: int, greedy: bool) -> int:
     if greedy:
         return 1
     return num_samples or paper_num_samples(set_name)
-
-
-# --------------------------------------------------------------------------- metrics
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k (Chen et al. 2021): 1 - C(n-c, k) / C(n, k), as a stable product."""
-    if not 0 < k <= n or not 0 <= c <= n:
-        raise ValueError(f"pass@k needs 0 < k <= n and 0 <= c <= n, got n={n}, c={c}, k={k}")
-    if n - c < k:
-        return 1.0
-    prod = 1.0
-    for i in range(n - c + 1, n + 1):
-        prod *= 1.0 - k / i
-    return 1.0 - prod
-
-
-def normalize_vote(answer: str) -> str:
-    """Light normalisation for majority voting: spacing, $ signs, \\left/\\right, a trailing period."""
-    s = answer.replace("\\left", "").replace("\\right", "").replace("$", "")
-    s = "".join(s.split()).rstrip(".")
-    return s
-
-
-def majority_correct(extracted: list[str | None], correct: list[bool]) -> bool:
-    """maj@k: is the most frequent extracted answer correct?
-
-    Votes are normalize_vote(answer); samples without an answer do not vote; a tie goes to the answer
-    seen first; no answer at all is wrong. The winner is correct if any sample giving it was judged
-    correct (one sample's checker timeout does not flip the vote).
-    """
-    keys = [normalize_vote(e) if e is not None else None for e in extracted]
-    votes = Counter(k for k in keys if k is not None)
-    if not votes:
-        return False
-    winner = votes.most_common(1)[0][0]  # most_common is stable: ties keep first-seen order
-    return any(c for k, c in zip(keys, correct) if k == winner)
-
-
-def summarize(samples: pl.DataFrame, ks: list[int] | None = None) -> dict:
-    """Per-dataset metrics and their macro average across datasets.
-
-    Per set: problems, samples_per_problem (min over problems), avg@k = mean over problems of the
-    fraction of correct samples (= unbiased pass@1), pass@k for k in `ks` (default 1 and n) that do
-    not exceed n, maj@k, no_answer (fraction of samples), check_failures (count of timeout/error),
-    length_capped (fraction), completion_tokens_mean; refine rows also give draft_avg@k.
-    macro_avg: the unweighted mean over sets of avg@k, pass@1 and maj@k.
-    """
-    out: dict[str, dict] = {}
-    for (ds,), df in samples.group_by(["dataset"], maintain_order=True):
-        has_draft = "draft_correct" in df.columns and df["draft_correct"].null_count() < df.height
-        per = df.group_by("problem_id", maintain_order=True).agg(
-            pl.col("correct"), pl.col("extracted"), pl.len().alias("n"),
-            pl.col("correct").cast(pl.Float64).mean().alias("acc"),
-            *([pl.col("draft_correct").cast(pl.Float64).mean().alias("draft_acc")] if has_draft else []))
-        n = int(per["n"].min())
-        row = {"problems": per.height, "samples_per_problem": n, "avg@k": float(per["acc"].mean())}
-        for k in sorted({k for k in (ks or [1, n]) if 0 < k <= n}):
-            row[f"pass@{k}"] = sum(pass_at_k(len(c), sum(c), k) for c in per["correct"]) / per.height
-        row["maj@k"] = sum(majority_correct(e, c) for e, c in zip(per["extracted"], per["correct"])) / per.height
-        if has_draft:
-            row["draft_avg@k"] = float(per["draft_acc"].mean())
-        row["no_answer"] = float((df["status"] == "no_answer").mean())
-        row["check_failures"] = int(df["status"].is_in(["timeout", "error"]).sum())
-        if "finish_reason" in df.columns:
-            row["length_capped"] = float((df["finish_reason"] == "length").mean())
-        if "completion_tokens" in df.columns:
-            row["completion_tokens_mean"] = float(df["completion_tokens"].mean())
-        out[ds] = row
-    if out:
-        sets = list(out.values())
-        out["macro_avg"] = {m: sum(r[m] for r in sets) / len(sets)
-                            for m in ("avg@k", "pass@1", "maj@k") if all(m in r for r in sets)}
-        out["macro_avg"]["sets"] = len(sets)
-    return out
 
 
 # --------------------------------------------------------------------------- planning
@@ -438,8 +342,13 @@ def describe(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def load_summary(path: str | Path) -> dict:
-    return json.loads((Path(path) / "summary.json").read_text())
+def settings_digest(cfg, model: str) -> str:
+    """8 hex digits over the model and every Config setting that changes an evaluation's samples:
+    the name of its directory, so a re-run resumes and changed settings never meet stale samples."""
+    keys = ("eval_dataset", "eval_num_samples", "eval_temperature", "eval_top_p", "eval_greedy", "eval_limit",
+            "max_completion_length", "seed", "system_prompt", "tiny_num_problems", "generation_batch_size")
+    blob = json.dumps({**{k: getattr(cfg, k) for k in keys}, "model": model}, sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()[:8]
 
 
 def model_files_digest(model_path: str) -> str | None:
@@ -468,20 +377,15 @@ def evaluate_model(cfg, model_path: str, out_dir: str | Path, *, datasets: dict[
     cfg.eval_num_samples = 0 uses the paper's k per set; cfg.resume (or `resume`) continues an
     interrupted evaluation in out_dir.
     """
-    from igrpo_core.models import load_examples, load_tokenizer, load_transformers_engine, setup_threads
+    from igrpo_core.data import load_dataset
+    from igrpo_core.models import load_tokenizer, make_engine, setup_threads
     setup_threads(cfg.torch_threads)
     if datasets is None:
-        datasets = {spec.strip(): load_examples(spec.strip(), tiny_num_problems=cfg.tiny_num_problems,
-                                                limit=cfg.eval_limit)
+        datasets = {spec.strip(): load_dataset(spec.strip(), tiny_num_problems=cfg.tiny_num_problems,
+                                               limit=cfg.eval_limit)
                     for spec in cfg.eval_dataset.split(",") if spec.strip()}
-    gguf = cfg.gguf_file if model_path == cfg.model_name_or_path else None
-    if cfg.rollout_engine == "vllm":
-        from igrpo_core.engine_vllm import VLLMEngine
-        tok = load_tokenizer(model_path, gguf)
-        engine = VLLMEngine(cfg.replace(model_name_or_path=model_path), tok)
-    else:
-        engine, tok = load_transformers_engine(model_path, gguf, device=cfg.device, dtype=cfg.dtype,
-                                               batch_size=cfg.generation_batch_size)
+    tok = load_tokenizer(model_path, cfg.gguf_file if model_path == cfg.model_name_or_path else None)
+    engine = make_engine(cfg, tok, model_path=model_path)
     return evaluate(engine, tok, datasets, out_dir, num_samples=cfg.eval_num_samples, greedy=cfg.eval_greedy,
                     temperature=cfg.eval_temperature, top_p=cfg.eval_top_p,
                     max_new_tokens=cfg.max_completion_length, system_prompt=cfg.system_prompt, seed=cfg.seed,

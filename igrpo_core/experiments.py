@@ -13,6 +13,8 @@ from igrpo_core.config import Config
 from igrpo_core.evaluate import evaluate_model, format_table
 from igrpo_core.trainer import train
 
+FINAL_EVAL = "final"   # <run>/eval/final: the config's own evaluation of the run's last checkpoint
+
 
 def final_model(run_dir: str | Path) -> Path:
     """Model directory of a run's newest complete checkpoint."""
@@ -23,14 +25,15 @@ def final_model(run_dir: str | Path) -> Path:
 
 
 def train_and_evaluate(cfg: Config, progress: bool = True) -> tuple[Path, dict, float]:
-    """Train (or resume) one run, evaluate its final checkpoint into <run_dir>/eval.
+    """Train (or resume) one run, evaluate its final checkpoint into <run_dir>/eval/final.
 
     Returns (run_dir, evaluation summary, training wall time in seconds).
     """
     t0 = time.perf_counter()
     run_dir = train(cfg)
     train_s = time.perf_counter() - t0
-    return run_dir, evaluate_model(cfg, str(final_model(run_dir)), run_dir / "eval", progress=progress), train_s
+    out = records.eval_dir(run_dir, FINAL_EVAL)
+    return run_dir, evaluate_model(cfg, str(final_model(run_dir)), out, progress=progress), train_s
 
 
 def compare(base: Config, algos: tuple[str, ...] = ("grpo", "igrpo"), seeds: tuple[int, ...] = (0,),
@@ -38,12 +41,12 @@ def compare(base: Config, algos: tuple[str, ...] = ("grpo", "igrpo"), seeds: tup
     """Train each algo x seed at the same budget, evaluate all single-shot, return results + a table.
 
     Evaluation uses base.eval_* settings on base.eval_dataset; each run's results go to
-    <run_dir>/eval/<dataset>/, the base model's to <output_dir>/<tag>-base/eval/.
+    <run_dir>/eval/final/, the base model's to <output_dir>/<tag>-base/eval/final/.
     """
     tag = tag or time.strftime("%Y%m%d-%H%M%S")
     results, runs = {}, {}
     if evaluate_base:
-        out = Path(base.output_dir) / f"{tag}-base" / "eval"
+        out = records.eval_dir(Path(base.output_dir) / f"{tag}-base", FINAL_EVAL)
         results["base model"] = evaluate_model(base, base.model_name_or_path, out)
     for algo in algos:
         for seed in seeds:

@@ -77,7 +77,7 @@ def _train_group(step, stage, examples, prompt_ids, prompt_texts, comps, scores,
     stats = losses.advantage_stats(rewards)
     return Rollout(prompt_ids=[prompt_ids[c.prompt_index] for c in comps], completion_ids=[c.ids for c in comps],
                    rewards=rewards, adv=adv.float(), rows=rows,
-                   stats={"frac_zero_std": stats["adv/frac_zero_std"]})
+                   stats={"frac_zero_std": stats["frac_zero_std"]})
 
 
 def _common_stats(scores: list[Score], comps) -> dict:

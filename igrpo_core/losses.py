@@ -26,9 +26,8 @@ from __future__ import annotations
 
 import torch
 
-LOSS_TYPES = ("grpo", "bnpo", "dapo", "dr_grpo")
-IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
-SCALE_REWARDS = ("group", "batch", "none")
+from igrpo_core.options import (IMPORTANCE_SAMPLING_LEVELS, LOSS_METRICS, LOSS_TYPES, SCALE_REWARDS,
+                                check_choice)
 
 
 # ----------------------------------------------------------------------------- log-probs, entropy
@@ -92,8 +91,7 @@ def group_advantages(rewards: torch.Tensor, *, scale_rewards: str = "group",
     std is unbiased (torch.std, correction=1), matching TRL. A group with all-equal rewards gets
     exactly 0. Flatten with `.reshape(-1)` to get the (B,) advantages `policy_loss` takes.
     """
-    if scale_rewards not in SCALE_REWARDS:
-        raise ValueError(f"unknown scale_rewards {scale_rewards!r}; valid: {SCALE_REWARDS}")
+    check_choice("scale_rewards", scale_rewards, SCALE_REWARDS)
     _check_rewards(rewards)
     rewards = rewards.float() if not rewards.is_floating_point() else rewards
     centred = rewards - rewards.mean(dim=1, keepdim=True)  # (P, G)
@@ -109,7 +107,7 @@ def group_advantages(rewards: torch.Tensor, *, scale_rewards: str = "group",
 
 @torch.no_grad()
 def advantage_stats(rewards: torch.Tensor) -> dict[str, float]:
-    """Metrics about a (P, G) reward matrix, as python floats with "adv/" keys.
+    """Metrics about a (P, G) reward matrix, as python floats named as in `options`.
 
     frac_zero_std is the share of groups whose rewards are all equal (std 0): they give no signal.
     """
@@ -118,7 +116,7 @@ def advantage_stats(rewards: torch.Tensor) -> dict[str, float]:
     constant = (rewards == rewards[:, :1]).all(dim=1)  # (P,)
     values = torch.stack([constant.double().mean(), rewards.mean(), rewards.std(dim=1).mean()])
     frac, mean, std = values.tolist()
-    return {"adv/frac_zero_std": frac, "adv/reward_mean": mean, "adv/reward_std_group": std}
+    return {"frac_zero_std": frac, "reward_mean": mean, "reward_std_group": std}
 
 
 def _check_rewards(rewards: torch.Tensor) -> None:
@@ -140,7 +138,7 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor | None, adv: torch.Te
     """Clipped-surrogate policy loss (+ beta * k3 KL), normalised by `loss_type`.
 
     logp, old_logp, ref_logp, mask: (B, T); adv: (B,), shared by every token of its sequence.
-    Returns a scalar loss differentiable w.r.t. `logp`, and float metrics with "loss/" keys.
+    Returns a scalar loss differentiable w.r.t. `logp`, and float metrics `options.LOSS_METRICS`.
     `num_items` (global unmasked-token count over the accumulated micro-batches) is used only by
     "dapo" and ignored by the other loss types, as in TRL, so a trainer may always pass it.
     "sequence" level is GSPO (Zheng et al. 2025, arXiv 2507.18071) in its GSPO-token form: each
@@ -194,29 +192,38 @@ def normalise(per_token: torch.Tensor, mask: torch.Tensor, *, loss_type: str,
     raise ValueError(f"unknown loss_type {loss_type!r}; valid: {LOSS_TYPES}")
 
 
+def accumulation_weight(loss_type: str, *, micro_seqs: int, total_seqs: int, n_micro: int) -> float:
+    """Factor on one micro-batch's loss so that the accumulated gradient equals the full batch's.
+
+    "dapo" already divides by the global token count (`num_items`), so its micro-batch losses add
+    up as they are; "bnpo" normalises per micro-batch, so each gets an equal share; "grpo" and
+    "dr_grpo" average over sequences, so each micro-batch weighs by its share of the sequences.
+    """
+    check_choice("loss_type", loss_type, LOSS_TYPES)
+    if loss_type == "dapo":
+        return 1.0
+    if loss_type == "bnpo":
+        return 1.0 / n_micro
+    return micro_seqs / total_seqs
+
+
 @torch.no_grad()
 def _loss_metrics(ratio, a, keep, kl, pg_loss, eps_low, eps_high) -> dict[str, float]:
     low = (ratio < 1.0 - eps_low) & (a < 0)  # (B, T) clipped branch active, zero gradient
     high = (ratio > 1.0 + eps_high) & (a > 0)  # (B, T)
     kl_mean = masked_mean(kl, keep) if kl is not None else torch.zeros_like(pg_loss)
-    values = torch.stack([masked_mean(low.to(ratio.dtype), keep),
-                          masked_mean(high.to(ratio.dtype), keep),
-                          masked_mean((low | high).to(ratio.dtype), keep),
-                          masked_mean(ratio, keep), kl_mean, pg_loss.detach()]).tolist()
-    keys = ("loss/clip_frac_low", "loss/clip_frac_high", "loss/clip_frac", "loss/ratio_mean",
-            "loss/kl", "loss/pg_loss")
-    return dict(zip(keys, values))
+    values = torch.stack([pg_loss.detach(), kl_mean, masked_mean((low | high).to(ratio.dtype), keep),
+                          masked_mean(low.to(ratio.dtype), keep), masked_mean(high.to(ratio.dtype), keep),
+                          masked_mean(ratio, keep)]).tolist()
+    return dict(zip(LOSS_METRICS, values))
 
 
 def _check_policy_args(logp, old_logp, adv, mask, loss_type, epsilon, epsilon_high,
                        importance_sampling_level, max_completion_length, ref_logp, beta,
                        num_items) -> tuple[float, float]:
     """Validate `policy_loss` inputs; return (eps_low, eps_high)."""
-    if loss_type not in LOSS_TYPES:
-        raise ValueError(f"unknown loss_type {loss_type!r}; valid: {LOSS_TYPES}")
-    if importance_sampling_level not in IMPORTANCE_SAMPLING_LEVELS:
-        raise ValueError(f"unknown importance_sampling_level {importance_sampling_level!r}; "
-                         f"valid: {IMPORTANCE_SAMPLING_LEVELS}")
+    check_choice("loss_type", loss_type, LOSS_TYPES)
+    check_choice("importance_sampling_level", importance_sampling_level, IMPORTANCE_SAMPLING_LEVELS)
     if logp.dim() != 2:
         raise ValueError(f"logp must be (B, T); got {tuple(logp.shape)}")
     named = {"old_logp": old_logp, "mask": mask, "ref_logp": ref_logp}
@@ -296,7 +303,7 @@ def reference_policy_loss(logp: torch.Tensor, old_logp: torch.Tensor | None, adv
     loss = pg_loss + beta * reduce(kl) if beta != 0.0 else pg_loss
     n = max(len(ratios), 1)
     kl_values = [k.item() for s in kl for k in s]
-    metrics = {"loss/clip_frac_low": low / n, "loss/clip_frac_high": high / n,
-               "loss/clip_frac": (low + high) / n, "loss/ratio_mean": sum(ratios) / n,
-               "loss/kl": sum(kl_values) / n, "loss/pg_loss": pg_loss.item()}
+    metrics = {"clip_frac_low": low / n, "clip_frac_high": high / n,
+               "clip_frac": (low + high) / n, "ratio_mean": sum(ratios) / n,
+               "kl": sum(kl_values) / n, "pg_loss": pg_loss.item()}
     return loss, metrics

@@ -1,6 +1,7 @@
-"""Loading policies, tokenizers and datasets by the names a Config uses; device and dtype choice.
+"""Loading policies and tokenizers by the names a Config uses; device and dtype choice; and
+`make_engine`, the one place where a Config's `rollout_engine` picks the engine class.
 
-Deliberately left out: quantisation, LoRA, multi-GPU placement.
+Deliberately left out: datasets (data.load_dataset), quantisation, LoRA, multi-GPU placement.
 """
 from __future__ import annotations
 
@@ -91,17 +92,20 @@ def load_transformers_engine(name_or_path: str, gguf_file: str | None = None, *,
     return TransformersEngine(model, tok, batch_size=batch_size), tok
 
 
-def load_examples(spec: str, *, tiny_num_problems: int = 4000, limit: int | None = None) -> list[dict]:
-    """"tiny:train" / "tiny:heldout" generate the built-in task; anything else goes to data.load_any."""
-    if spec.startswith("tiny"):
-        from igrpo_core import tinyworld
-        split = spec.partition(":")[2] or "train"
-        rows = tinyworld.make_split(split, tiny_num_problems)
-    else:
-        from igrpo_core import data
-        rows = data.load_any(spec)
-        rows = rows.rows if hasattr(rows, "rows") else rows
-    rows = rows[:limit] if limit else rows
-    if not rows:
-        raise ValueError(f"dataset {spec!r} has no rows")
-    return rows
+def make_engine(cfg, tokenizer, model=None, *, model_path: str | None = None):
+    """The rollout engine a Config asks for.
+
+    transformers: samples with `model` itself (loaded from `model_path` or the config's model when
+    not given), so a trainer's updates are seen without a copy. vllm: its own copy of the weights
+    at `model_path` (default the config's model); a trainer syncs them after each update.
+    """
+    path = model_path or cfg.model_name_or_path
+    gguf = cfg.gguf_file if path == cfg.model_name_or_path else None
+    if cfg.rollout_engine == "vllm":
+        from igrpo_core.engine_vllm import VLLMEngine
+        return VLLMEngine(cfg.replace(model_name_or_path=path, gguf_file=gguf), tokenizer)
+    from igrpo_core.engine import TransformersEngine
+    if model is None:
+        dev = resolve_device(cfg.device)
+        model = load_model(path, tokenizer, device=dev, dtype=weight_dtype(cfg.dtype, dev), gguf_file=gguf).eval()
+    return TransformersEngine(model, tokenizer, batch_size=cfg.generation_batch_size)

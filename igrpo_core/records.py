@@ -3,11 +3,18 @@
 Layout of runs/<run_name>/ (documented in the README; the dashboard and notebooks read only this):
     config.json              resolved Config, written first
     status.json              {"state": running|finished|failed, "step", "max_steps", "updated", "error"}
-    metrics.parquet          one row per optimizer step (METRIC_COLUMNS, more columns may appear)
+    metrics.parquet          one row per optimizer step (options.METRIC_COLUMNS; null where a metric does not apply)
     rollouts/step_XXXXXX.parquet   one row per completion of that step (ROLLOUT_SCHEMA)
     checkpoints/step_XXXXXX/ model, tokenizer, optimizer/scheduler/RNG state, trainer_state.json
-    eval/<name>/             evaluation outputs (samples.parquet, summary.json)
+    eval/<name>/             one evaluation each (layout below; `eval_dir`, `eval_dirs` find them)
     notebooks/               executed notebooks
+
+An evaluation directory (under a run's eval/, or anywhere for a model that is not a run):
+    eval_config.json    model, protocol and per-set problem lists (a resume refuses a different one)
+    parts/*.parquet     one file per chunk of problems (SAMPLE_SCHEMA), written atomically
+    skipped.parquet     problems not evaluated: the prompt does not fit the context (SKIP_SCHEMA)
+    samples.parquet     all parts concatenated, one row per sample
+    summary.json        {"metrics": per-set + "macro_avg", "protocol", "skipped", speed figures}
 
 Rollout parts are one file per step so that a crashed step never corrupts earlier ones and a live
 reader sees whole files only (each is written to a temporary name and renamed). On resume, records
@@ -24,6 +31,8 @@ import time
 from pathlib import Path
 
 import polars as pl
+
+from igrpo_core.options import METRIC_COLUMNS
 
 ROLLOUT_SCHEMA = {
     "step": pl.Int64,               # optimizer step this rollout fed (1-based)
@@ -49,15 +58,30 @@ ROLLOUT_SCHEMA = {
     "draft_truncated": pl.Boolean,  # refine rows: the draft was shortened to fit max_prompt_length
 }
 
-METRIC_COLUMNS = [
-    "step", "lr", "loss", "grad_norm", "reward_mean", "reward_std", "accuracy_mean", "format_mean",
-    "draft_reward_mean", "draft_reward_std", "best_draft_reward_mean", "refine_reward_mean",
-    "refine_reward_std", "refine_gain", "refine_beats_draft", "refine_loses_to_draft",
-    "frac_zero_std", "entropy", "kl", "clip_frac", "ratio_mean", "completion_len_mean",
-    "draft_len_mean", "frac_length_capped", "draft_truncations", "reward_failures",
-    "gen_time_s", "step_time_s", "tokens_per_s",
-]
 
+
+SAMPLE_SCHEMA = {
+    "dataset": pl.Utf8,             # set name as given ("tiny:heldout", "gsm8k:test", a file path)
+    "problem_id": pl.Utf8,
+    "sample_index": pl.Int64,       # 0..k-1 within the problem
+    "protocol": pl.Utf8,            # "single_shot" | "test_time_refine_r<R> (not paper protocol)"
+    "prompt_tokens": pl.Int64,      # prompt of the final answer (refine: question + draft)
+    "completion": pl.Utf8,          # final answer text, special tokens removed
+    "gold": pl.Utf8,
+    "extracted": pl.Utf8,           # answer the checker extracted (null if none)
+    "correct": pl.Boolean,
+    "status": pl.Utf8,              # answers.CheckResult.status: ok | no_answer | timeout | error
+    "completion_tokens": pl.Int64,  # includes EOS when finish_reason == "stop"
+    "finish_reason": pl.Utf8,       # "stop" | "length"
+    "draft": pl.Utf8,               # refine rows: the single-shot answer that was refined (else null)
+    "draft_extracted": pl.Utf8,
+    "draft_correct": pl.Boolean,
+    "draft_truncated": pl.Boolean,  # refine rows: a draft was shortened to fit the prompt budget
+}
+SKIP_SCHEMA = {"dataset": pl.Utf8, "problem_id": pl.Utf8, "prompt_tokens": pl.Int64, "reason": pl.Utf8}
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Keys that steer how a run proceeds, not what it computes: they may change between attempts.
 RUN_CONTROL_KEYS = {"max_steps", "resume", "save_steps", "save_total_limit"}
@@ -103,9 +127,17 @@ def write_rollouts(run_dir: Path, step: int, rows: list[dict]) -> None:
 
 
 def append_metrics(run_dir: Path, row: dict) -> None:
-    """Append one step's metrics; the file is rewritten atomically (a few KB per thousand steps)."""
+    """Append one step's metrics; the file is rewritten atomically (a few KB per thousand steps).
+
+    Columns are `options.METRIC_COLUMNS`, in that order; a name outside that vocabulary is an error
+    (it would be a metric no reader knows), a missing one is null.
+    """
+    unknown = sorted(set(row) - set(METRIC_COLUMNS))
+    if unknown:
+        raise ValueError(f"metrics {unknown} are not in options.METRIC_COLUMNS; add them there")
     path = run_dir / "metrics.parquet"
-    new = pl.DataFrame([row])
+    new = pl.DataFrame([{k: row.get(k) for k in METRIC_COLUMNS}],
+                       schema={k: pl.Int64 if k == "step" else pl.Float64 for k in METRIC_COLUMNS})
     if path.exists():
         new = pl.concat([pl.read_parquet(path), new], how="diagonal_relaxed")
     atomic_write(path, lambda p: new.write_parquet(p))
@@ -162,6 +194,55 @@ def prune_checkpoints(run_dir: Path, keep: int) -> None:
             shutil.rmtree(partial, ignore_errors=True)
 
 
+def resolve_path(path: str | Path) -> Path:
+    """A relative path that does not exist here is tried against the repository root (JupyterLab
+    starts kernels in notebooks/, shells start wherever the user is)."""
+    p = Path(path).expanduser()
+    if not p.is_absolute() and not p.exists() and (REPO_ROOT / p).exists():
+        return REPO_ROOT / p
+    return p
+
+
+def is_run_dir(path: Path) -> bool:
+    return (Path(path) / "checkpoints").is_dir() or (Path(path) / "status.json").is_file()
+
+
 def list_runs(output_dir: Path) -> list[Path]:
     root = Path(output_dir)
     return sorted(p for p in root.iterdir() if (p / "config.json").exists()) if root.is_dir() else []
+
+
+# --- evaluation directories ------------------------------------------------------------------
+
+def eval_dir(run_dir: Path, name: str) -> Path:
+    """Where an evaluation named `name` of a run lives: <run>/eval/<name>/."""
+    return Path(run_dir) / "eval" / name
+
+
+def is_eval_dir(path: Path) -> bool:
+    return any((Path(path) / f).exists() for f in ("summary.json", "samples.parquet", "parts"))
+
+
+def eval_dirs(root: Path) -> list[Path]:
+    """Every evaluation directory at or below `root` (a run's eval/, or a folder of them), sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = {p.parent for pat in ("summary.json", "samples.parquet") for p in root.glob(f"**/{pat}")}
+    found |= {p.parent for p in root.glob("**/parts") if p.is_dir()}
+    return sorted(found)
+
+
+def read_eval_summary(eval_dir: Path) -> dict:
+    """summary.json of a finished evaluation ({} while it is still running)."""
+    p = Path(eval_dir) / "summary.json"
+    return read_json(p) if p.exists() else {}
+
+
+def read_eval_samples(eval_dir: Path) -> pl.DataFrame:
+    """samples.parquet, or the finished chunk parts of an evaluation still in progress."""
+    p = Path(eval_dir) / "samples.parquet"
+    if p.exists():
+        return pl.read_parquet(p)
+    frames = [pl.read_parquet(q) for q in sorted((Path(eval_dir) / "parts").glob("*.parquet"))]
+    return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(schema=SAMPLE_SCHEMA)

@@ -24,7 +24,8 @@ from igrpo_core import losses, records
 from igrpo_core.config import Config
 from igrpo_core.engine import SamplingParams
 from igrpo_core.igrpo import Rollout, collect_grpo, collect_igrpo
-from igrpo_core.models import (autocast_dtype, load_examples, load_model, load_tokenizer, resolve_device,
+from igrpo_core.data import load_dataset
+from igrpo_core.models import (autocast_dtype, load_model, load_tokenizer, make_engine, resolve_device,
                                setup_threads, weight_dtype)
 from igrpo_core.prompts import attach_draft, render_prompt
 
@@ -108,7 +109,7 @@ class Trainer:
         self.cfg = cfg = cfg.replace(run_name=run_name)
         self.run_dir = Path(cfg.output_dir) / run_name
         # Everything that can be checked without the model is checked before it loads.
-        self.examples = load_examples(cfg.dataset, tiny_num_problems=cfg.tiny_num_problems, limit=cfg.dataset_limit)
+        self.examples = load_dataset(cfg.dataset, tiny_num_problems=cfg.tiny_num_problems, limit=cfg.dataset_limit)
         self.tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.gguf_file)
         check_prompt_budget(self.tokenizer, self.examples, cfg)
         if "judge" in cfg.reward_funcs:  # generative judge (paper Table 3): drafts and advantages use it
@@ -126,15 +127,8 @@ class Trainer:
         updates = cfg.max_steps * cfg.num_iterations
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(
             cfg.lr_scheduler_type, updates, int(cfg.warmup_ratio * updates), cfg.min_lr_rate))
-        self.engine = self._make_engine()
+        self.engine = make_engine(cfg, self.tokenizer, self.model)
         self.step = 0
-
-    def _make_engine(self):
-        if self.cfg.rollout_engine == "vllm":
-            from igrpo_core.engine_vllm import VLLMEngine
-            return VLLMEngine(self.cfg, self.tokenizer)
-        from igrpo_core.engine import TransformersEngine
-        return TransformersEngine(self.model, self.tokenizer, batch_size=self.cfg.generation_batch_size)
 
     # --- checkpoints -------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
@@ -222,8 +216,8 @@ class Trainer:
                     importance_sampling_level=cfg.importance_sampling_level,
                     max_completion_length=cfg.max_completion_length,
                     ref_logp=ref_r[k] if ref_r is not None else None, beta=cfg.beta, num_items=total_tokens)
-                # Scale so the accumulated gradient equals the full-batch loss of the chosen normaliser.
-                weight = {"dapo": 1.0, "bnpo": 1.0 / n_micro}.get(cfg.loss_type, (sl.stop - sl.start) / total_seqs)
+                weight = losses.accumulation_weight(cfg.loss_type, micro_seqs=sl.stop - sl.start,
+                                                    total_seqs=total_seqs, n_micro=n_micro)
                 (loss * weight).backward()
                 m["loss"] = loss.item() * weight
                 m["entropy_sum"] = (ent * mask).sum().item()
@@ -251,9 +245,7 @@ class Trainer:
         step_time = time.perf_counter() - t0
         stats = _merge_stats([r.stats for r in rollouts])
         tokens = stats.pop("generated_tokens")
-        row = {"step": step, "lr": lr, "loss": upd.get("loss"), "grad_norm": upd["grad_norm"],
-               "entropy": upd["entropy"], "kl": upd.get("loss/kl"), "clip_frac": upd.get("loss/clip_frac"),
-               "ratio_mean": upd.get("loss/ratio_mean"), **stats,
+        row = {"step": step, "lr": lr, **upd, **stats,
                "gen_time_s": gen_time, "step_time_s": step_time, "tokens_per_s": tokens / step_time}
         if cfg.log_completions:
             records.write_rollouts(self.run_dir, step, [r for ro in rollouts for r in ro.rows])

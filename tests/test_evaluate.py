@@ -1,80 +1,16 @@
-"""Evaluation harness: metric estimators against brute force, the per-set k rule, and real runs of
-the shipped tiny model (sampling, resume after interruption, skipped over-long prompts, refinement)."""
+"""Evaluation harness: the per-set k rule and real runs of the shipped tiny model (sampling, resume
+after interruption, skipped over-long prompts, refinement). Metric estimators: test_metrics.py."""
 import json
-from itertools import combinations
 
 import polars as pl
 import pytest
 import torch
 
-from igrpo_core import evaluate as E
+from igrpo_core import evaluate as E, records
+from igrpo_core.data import load_dataset
 from igrpo_core.config import Config
 from igrpo_core.engine import TransformersEngine
-from igrpo_core.models import load_examples, load_model
-
-# --------------------------------------------------------------------------- estimators
-
-
-def brute_pass_at_k(n: int, c: int, k: int) -> float:
-    """Fraction of all k-subsets of n samples (c of them correct) that hold a correct one."""
-    subsets = list(combinations(range(n), k))
-    return sum(any(i < c for i in s) for s in subsets) / len(subsets)
-
-
-def test_unbiased_pass_at_k_equals_enumeration_over_all_k_subsets():
-    for n in range(1, 9):
-        for c in range(n + 1):
-            for k in range(1, n + 1):
-                assert E.pass_at_k(n, c, k) == pytest.approx(brute_pass_at_k(n, c, k), abs=1e-12), (n, c, k)
-
-
-def test_pass_at_1_is_the_fraction_correct_and_bad_arguments_raise():
-    assert E.pass_at_k(8, 3, 1) == pytest.approx(3 / 8)
-    for n, c, k in [(4, 1, 5), (4, 1, 0), (4, 5, 1), (4, -1, 1)]:
-        with pytest.raises(ValueError):
-            E.pass_at_k(n, c, k)
-
-
-@pytest.mark.parametrize("extracted, correct, expected", [
-    (["3", "3", "4"], [True, True, False], True),             # plain majority
-    (["4", "3", "3"], [False, True, True], True),
-    (["4", "4", "3"], [False, False, True], False),           # majority wrong although one sample is right
-    (["3", "4"], [True, False], True),                        # tie: first seen wins
-    (["4", "3"], [False, True], False),
-    ([None, None, "5"], [False, False, True], True),          # no-answer samples do not vote
-    ([None, None], [False, False], False),                    # nobody answered
-    (["1/2", " 1/2 ", "$1/2$", "7"], [True, False, False, False], True),  # normalised votes, any sample of the winner
-    (["12", "12.", "13", "13"], [False, False, True, True], False),       # "12." votes with "12": tie -> 12 first
-])
-def test_majority_vote(extracted, correct, expected):
-    assert E.majority_correct(extracted, correct) is expected
-
-
-def test_summarize_on_a_hand_made_frame():
-    rows = []
-    # set A: p1 2/4 correct (majority "5" correct), p2 0/4 (majority "9" wrong), p3 4/4
-    for pid, ext, cor in [("p1", ["5", "5", "6", None], [1, 1, 0, 0]), ("p2", ["9", "9", "8", "7"], [0, 0, 0, 0]),
-                          ("p3", ["1", "1", "1", "1"], [1, 1, 1, 1])]:
-        for i, (e, c) in enumerate(zip(ext, cor)):
-            rows.append(dict(dataset="A", problem_id=pid, sample_index=i, extracted=e, correct=bool(c),
-                             status="no_answer" if e is None else "ok"))
-    # set B: one problem, 2 samples, 1 correct, one check timed out
-    rows += [dict(dataset="B", problem_id="q", sample_index=0, extracted="2", correct=True, status="ok"),
-             dict(dataset="B", problem_id="q", sample_index=1, extracted="3", correct=False, status="timeout")]
-    m = E.summarize(pl.DataFrame(rows), ks=[1, 2, 4])
-    a, b = m["A"], m["B"]
-    assert a["problems"] == 3 and a["samples_per_problem"] == 4
-    assert a["avg@k"] == pytest.approx((0.5 + 0 + 1) / 3)
-    assert a["pass@1"] == pytest.approx(a["avg@k"])
-    assert a["pass@2"] == pytest.approx((1 - 1 / 6 + 0 + 1) / 3)  # p1: 1 - C(2,2)/C(4,2)
-    assert a["pass@4"] == pytest.approx(2 / 3)
-    assert a["maj@k"] == pytest.approx(2 / 3)
-    assert a["no_answer"] == pytest.approx(1 / 12) and a["check_failures"] == 0
-    assert b["avg@k"] == 0.5 and b["pass@2"] == 1.0 and "pass@4" not in b and b["check_failures"] == 1
-    assert b["maj@k"] == 1.0  # tie between "2" and "3": first seen, which is correct
-    assert m["macro_avg"]["avg@k"] == pytest.approx((a["avg@k"] + 0.5) / 2)
-    assert m["macro_avg"]["maj@k"] == pytest.approx((2 / 3 + 1) / 2) and m["macro_avg"]["sets"] == 2
-
+from igrpo_core.models import load_model
 
 # --------------------------------------------------------------------------- the per-set k rule
 
@@ -109,7 +45,7 @@ def tiny_engine(tiny_model_path, tiny_tokenizer):
 
 @pytest.fixture(scope="module")
 def heldout():
-    return load_examples("tiny:heldout", tiny_num_problems=200, limit=16)
+    return load_dataset("tiny:heldout", tiny_num_problems=200, limit=16)
 
 
 def run(engine, tok, datasets, out, **kw):
@@ -121,7 +57,7 @@ def run(engine, tok, datasets, out, **kw):
 def test_real_evaluation_writes_samples_and_metrics(tmp_path, tiny_engine, tiny_tokenizer, heldout):
     s = run(tiny_engine, tiny_tokenizer, {"tiny:heldout": heldout}, tmp_path)
     samples = pl.read_parquet(tmp_path / "samples.parquet")
-    assert dict(samples.schema) == E.SAMPLE_SCHEMA
+    assert dict(samples.schema) == records.SAMPLE_SCHEMA
     assert samples.height == 16 * 2
     assert samples["problem_id"].to_list() == [str(e["id"]) for e in heldout for _ in range(2)]  # ordered
     assert samples["sample_index"].to_list() == [0, 1] * 16
@@ -135,7 +71,7 @@ def test_real_evaluation_writes_samples_and_metrics(tmp_path, tiny_engine, tiny_
     assert s["metrics"]["macro_avg"]["avg@k"] == pytest.approx(m["avg@k"])
     assert s["problems_per_s"] > 0 and s["protocol"]["label"] == "single_shot"
     assert not s["protocol"]["paper_protocol"]  # k=2 is not the paper's 8
-    assert E.load_summary(tmp_path)["metrics"] == s["metrics"]
+    assert records.read_eval_summary(tmp_path)["metrics"] == s["metrics"]
     assert "tiny:heldout" in E.format_table({"tiny": s})
 
 

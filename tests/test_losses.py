@@ -54,13 +54,13 @@ def test_hand_computed_normalisations(loss_type, kwargs, expected):
     loss, metrics = policy_loss(logp, old_logp, adv, mask, loss_type=loss_type, epsilon=0.2,
                                 **kwargs)
     assert loss.item() == pytest.approx(expected, abs=1e-12)
-    assert metrics["loss/pg_loss"] == pytest.approx(expected, abs=1e-12)
+    assert metrics["pg_loss"] == pytest.approx(expected, abs=1e-12)
     # clipped tokens: r=1.5 with A>0 (high), r=0.5 with A<0 (low); 4 tokens in all
-    assert metrics["loss/clip_frac_high"] == pytest.approx(1 / 4)
-    assert metrics["loss/clip_frac_low"] == pytest.approx(1 / 4)
-    assert metrics["loss/clip_frac"] == pytest.approx(2 / 4)
-    assert metrics["loss/ratio_mean"] == pytest.approx((1.1 + 1.5 + 0.5 + 0.5) / 4)
-    assert metrics["loss/kl"] == 0.0
+    assert metrics["clip_frac_high"] == pytest.approx(1 / 4)
+    assert metrics["clip_frac_low"] == pytest.approx(1 / 4)
+    assert metrics["clip_frac"] == pytest.approx(2 / 4)
+    assert metrics["ratio_mean"] == pytest.approx((1.1 + 1.5 + 0.5 + 0.5) / 4)
+    assert metrics["kl"] == 0.0
     # num_items only affects dapo; the others ignore it so a trainer can always pass it
     if loss_type != "dapo":
         same, _ = policy_loss(logp, old_logp, adv, mask, loss_type=loss_type, num_items=1000,
@@ -105,8 +105,8 @@ def test_on_policy_equals_reinforce(loss_type):
     # old_logp is treated as a constant even when passed undetached (the same tensor as logp)
     for old_logp in (logp.detach().clone(), logp, None):
         loss, metrics = policy_loss(logp, old_logp, adv, mask, loss_type=loss_type, **kw)
-        assert metrics["loss/ratio_mean"] == pytest.approx(1.0, abs=1e-12)
-        assert metrics["loss/clip_frac"] == 0.0
+        assert metrics["ratio_mean"] == pytest.approx(1.0, abs=1e-12)
+        assert metrics["clip_frac"] == 0.0
         (grad,) = torch.autograd.grad(loss, logp)
         per_token = -adv[:, None] * logp * mask  # (B, T)
         reinforce = normalise(per_token, mask, loss_type=loss_type, **kw)
@@ -129,16 +129,16 @@ def test_clipping_zeroes_gradient_and_uses_epsilon_high():
     assert grad[0, 0] == 0.0  # 1.5 > 1.2 with A > 0: clipped
     assert grad[1, 0] == 0.0  # 0.7 < 0.8 with A < 0: clipped
     assert grad[2, 0] != 0.0  # 0.7 < 0.8 with A > 0: min picks the unclipped r*A
-    assert m["loss/clip_frac_high"] == pytest.approx(1 / 3)
-    assert m["loss/clip_frac_low"] == pytest.approx(1 / 3)
+    assert m["clip_frac_high"] == pytest.approx(1 / 3)
+    assert m["clip_frac_low"] == pytest.approx(1 / 3)
 
     # asymmetric (DAPO clip-higher): 1 + 0.6 admits r = 1.5; the low bound stays 1 - 0.2
     loss, m = policy_loss(logp, old_logp, adv, mask, epsilon=0.2, epsilon_high=0.6)
     (grad,) = torch.autograd.grad(loss, logp)
     assert grad[0, 0] == pytest.approx(-1.5 / 3)  # d(-r*A)/dlogp = -r*A, over B = 3 sequences
     assert grad[1, 0] == 0.0
-    assert m["loss/clip_frac_high"] == 0.0
-    assert m["loss/clip_frac_low"] == pytest.approx(1 / 3)
+    assert m["clip_frac_high"] == 0.0
+    assert m["clip_frac_low"] == pytest.approx(1 / 3)
 
 
 def test_gspo_sequence_ratio():
@@ -150,11 +150,11 @@ def test_gspo_sequence_ratio():
     s0 = math.exp((math.log(1.1) + math.log(1.5) + math.log(0.5)) / 3)  # (0.825)^(1/3)
     s1 = 0.5  # one token: its own ratio
     assert loss.item() == pytest.approx(-(s0 + s1) / 2, abs=1e-12)
-    assert m["loss/ratio_mean"] == pytest.approx((3 * s0 + s1) / 4, abs=1e-12)
+    assert m["ratio_mean"] == pytest.approx((3 * s0 + s1) / 4, abs=1e-12)
     # GSPO clips the whole sequence: at epsilon 0.2, s1 = 0.5 < 0.8 but A > 0, s0 ~ 0.938 inside
     _, m = policy_loss(logp, old_logp, -adv, mask, epsilon=0.2,
                        importance_sampling_level="sequence")
-    assert m["loss/clip_frac_low"] == pytest.approx(1 / 4)  # seq 1's single token
+    assert m["clip_frac_low"] == pytest.approx(1 / 4)  # seq 1's single token
 
 
 @pytest.mark.parametrize("loss_type", LOSS_TYPES)
@@ -187,15 +187,15 @@ def test_k3_kl():
 
     same, m = policy_loss(logp, old_logp, adv, mask, loss_type="dapo", beta=0.1,
                           ref_logp=logp.detach())
-    assert m["loss/kl"] == 0.0 and same.item() == pytest.approx(base.item(), abs=1e-15)
+    assert m["kl"] == 0.0 and same.item() == pytest.approx(base.item(), abs=1e-15)
 
     ref_logp = logp.detach() + 0.5 * torch.randn(B, T, dtype=D)  # (B, T)
     with_kl, m = policy_loss(logp, old_logp, adv, mask, loss_type="dapo", beta=0.1,
                              ref_logp=ref_logp)
-    assert m["loss/kl"] > 0.0
-    assert m["loss/pg_loss"] == pytest.approx(m0["loss/pg_loss"], abs=1e-15)
+    assert m["kl"] > 0.0
+    assert m["pg_loss"] == pytest.approx(m0["pg_loss"], abs=1e-15)
     # dapo normalises by unmasked tokens, as the masked-mean kl metric does
-    assert with_kl.item() == pytest.approx(base.item() + 0.1 * m["loss/kl"], abs=1e-12)
+    assert with_kl.item() == pytest.approx(base.item() + 0.1 * m["kl"], abs=1e-12)
     d = ref_logp - logp.detach()  # (B, T)
     k3 = d.exp() - d - 1  # (B, T)
     assert bool((k3[mask.bool()] > 0).all())
@@ -226,7 +226,7 @@ def test_reference_matches_vectorised(loss_type, level, beta, epsilon_high):
         kw["num_items"] = 23
     loss, m = policy_loss(logp, old_logp, adv, mask, **kw)
     ref, m_ref = reference_policy_loss(logp, old_logp, adv, mask, **kw)
-    assert m["loss/clip_frac"] > 0.0  # the clipped branch is exercised
+    assert m["clip_frac"] > 0.0  # the clipped branch is exercised
     torch.testing.assert_close(loss, ref, rtol=0, atol=1e-12)
     (grad,) = torch.autograd.grad(loss, logp)
     (grad_ref,) = torch.autograd.grad(ref, logp)
@@ -321,8 +321,8 @@ def test_group_advantages():
     # integer rewards work
     assert group_advantages(torch.tensor([[1, 0]])).dtype == torch.float32
     stats = advantage_stats(rewards)
-    assert stats["adv/frac_zero_std"] == 0.5
-    assert stats["adv/reward_mean"] == pytest.approx(0.75)
+    assert stats["frac_zero_std"] == 0.5
+    assert stats["reward_mean"] == pytest.approx(0.75)
 
 
 def test_group_advantages_bad_inputs():

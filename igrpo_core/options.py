@@ -1,0 +1,57 @@
+"""The vocabulary of the workbench, written once: every option's allowed values and every metric name.
+
+Option values are `typing.Literal` types. `Config` annotates its fields with them and validates
+every Literal field from its annotation, `losses` checks its keyword arguments against the same
+tuples, and the CLI/notebooks take the same strings, so a new value is added in exactly one place.
+Metric names are the keys `losses`, `igrpo` and the trainer emit and the columns of
+`metrics.parquet`: one name from the function that computes a number to the dashboard that plots it.
+
+Deliberately left out: anything that imports torch or polars (the dashboard reads this too).
+"""
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+Algo = Literal["grpo", "igrpo"]
+LossType = Literal["grpo", "bnpo", "dapo", "dr_grpo"]
+ImportanceSamplingLevel = Literal["token", "sequence"]   # "sequence" is GSPO
+ScaleRewards = Literal["group", "batch", "none"]
+LrScheduler = Literal["cosine", "constant", "linear"]
+DraftTieBreak = Literal["first", "shortest", "random"]
+AllDraftsFailed = Literal["append", "question_only"]
+RolloutEngineName = Literal["transformers", "vllm"]
+Device = Literal["auto", "cpu", "cuda"]
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+BuiltinReward = Literal["accuracy", "format", "judge"]
+
+ALGOS = get_args(Algo)
+LOSS_TYPES = get_args(LossType)
+IMPORTANCE_SAMPLING_LEVELS = get_args(ImportanceSamplingLevel)
+SCALE_REWARDS = get_args(ScaleRewards)
+BUILTIN_REWARDS = get_args(BuiltinReward)
+
+
+def check_choice(name: str, value, allowed: tuple) -> None:
+    """A clear error for a value outside an option's vocabulary."""
+    if value not in allowed:
+        raise ValueError(f"unknown {name} {value!r}; valid: {allowed}")
+
+
+# --- metric names ---------------------------------------------------------------------------
+# Policy-loss metrics (losses.policy_loss); the trainer averages them over micro-batches.
+LOSS_METRICS = ("pg_loss", "kl", "clip_frac", "clip_frac_low", "clip_frac_high", "ratio_mean")
+# Rollout metrics (igrpo.py); for iGRPO the reward and length columns describe the refinements.
+ROLLOUT_METRICS = (
+    "reward_mean", "reward_std", "accuracy_mean", "format_mean", "frac_zero_std",
+    "completion_len_mean", "frac_length_capped", "reward_failures",
+)
+IGRPO_METRICS = (
+    "draft_reward_mean", "draft_reward_std", "best_draft_reward_mean", "refine_reward_mean",
+    "refine_reward_std", "refine_gain", "refine_beats_draft", "refine_loses_to_draft",
+    "draft_len_mean", "draft_truncations",
+)
+# One row of metrics.parquet per optimizer step: these columns, in this order.
+METRIC_COLUMNS = (
+    ("step", "lr", "loss", "grad_norm", "entropy") + LOSS_METRICS + ROLLOUT_METRICS + IGRPO_METRICS
+    + ("gen_time_s", "step_time_s", "tokens_per_s")
+)
