@@ -72,6 +72,19 @@ def config(run_dir: Path) -> dict:
     return _json(str(p), file_sig(p))
 
 
+@st.cache_data(show_spinner=False, max_entries=1024)
+def _settings(run_dir: str, sig: tuple) -> dict:
+    try:
+        return records.read_settings(Path(run_dir))
+    except (OSError, ValueError):
+        return {}
+
+
+def settings(run_dir: Path) -> dict:
+    """config.json plus the flattened provenance of the latest attempt (for the config diff)."""
+    return _settings(str(run_dir), tuple(file_sig(Path(run_dir) / f) for f in ("config.json", "provenance.json")))
+
+
 def status(run_dir: Path) -> dict:
     p = Path(run_dir) / "status.json"
     return _json(str(p), file_sig(p))

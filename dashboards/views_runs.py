@@ -73,7 +73,7 @@ def overview(ctx: Ctx) -> None:
                      column_config={n: st.column_config.NumberColumn(n, format="%.4g") for n in names})
     with right:
         st.markdown("**Config differences**")
-        diff = analysis.config_diff({n: loaders.config(ctx.by_name[n]) for n in names})
+        diff = analysis.config_diff({n: loaders.settings(ctx.by_name[n]) for n in names})
         if len(names) < 2:
             st.caption("Select two or more runs to see their config differences.")
         elif diff.height == 0:

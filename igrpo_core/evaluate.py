@@ -36,7 +36,7 @@ from typing import Callable
 
 import polars as pl
 
-from igrpo_core import answers, records
+from igrpo_core import answers, provenance, records
 from igrpo_core.metrics import summarize
 from igrpo_core.records import SAMPLE_SCHEMA, SKIP_SCHEMA
 from igrpo_core.engine import SamplingParams
@@ -112,7 +112,7 @@ def _prepare_dir(out_dir: Path, fingerprint: dict, resume: bool) -> None:
     cfg_path = out_dir / "eval_config.json"
     if not resume:
         for p in (out_dir / "parts", out_dir / "samples.parquet", out_dir / "summary.json",
-                  out_dir / "skipped.parquet", cfg_path):
+                  out_dir / "skipped.parquet", out_dir / "provenance.json", cfg_path):
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
     elif not cfg_path.exists() and any((out_dir / "parts").glob("*.parquet")):
         raise ValueError(f"{out_dir}/parts holds samples of an unknown evaluation (no eval_config.json); "
@@ -226,7 +226,7 @@ def evaluate(engine, tokenizer, datasets: dict[str, list[dict]], out_dir: str | 
              refine_rounds: int = 0, draft_template: str = "{question}\n{draft}", max_prompt_length: int = 1024,
              max_model_len: int | None = None, timeout_s: float = 5.0, workers: int = 2, resume: bool = True,
              progress: bool = True, on_chunk: ChunkHook | None = None, model_name: str | None = None,
-             model_version: str | None = None) -> dict:
+             model_version: str | None = None, provenance_entry: dict | None = None) -> dict:
     """Evaluate `engine` on named example lists; writes parts, samples.parquet and summary.json.
 
     num_samples: k for every set, or 0 for the paper's per-set k (see the module docstring).
@@ -234,6 +234,7 @@ def evaluate(engine, tokenizer, datasets: dict[str, list[dict]], out_dir: str | 
     workers: answer-check processes (<= 1: inline in this thread, without the hang guard).
     on_chunk(info): called after each chunk's part is written (progress hooks; tests interrupt here).
     model_name, model_version: recorded, and part of what a resumed evaluation must match.
+    provenance_entry: an entry (provenance.collect) appended to provenance.json, one per attempt.
     A script calling this with workers >= 2 needs an `if __name__ == "__main__":` guard.
     """
     if refine_rounds < 0:
@@ -251,6 +252,8 @@ def evaluate(engine, tokenizer, datasets: dict[str, list[dict]], out_dir: str | 
     _prepare_dir(out_dir, {"model": model_name, "model_version": model_version, **asdict(st),
                            "chunk_size": chunk_size, "generation_batch_size": getattr(engine, "batch_size", None),
                            "problems": {n: _ids_digest(p[0]) for n, p in plans.items()}}, resume)
+    if provenance_entry is not None:
+        records.append_provenance(out_dir, provenance_entry)
     skipped = [s for p in plans.values() for s in p[2]]
     records.atomic_write(out_dir / "skipped.parquet",
                                 lambda p: pl.DataFrame(skipped, schema=SKIP_SCHEMA).write_parquet(p))
@@ -378,14 +381,17 @@ def evaluate_model(cfg, model_path: str, out_dir: str | Path, *, datasets: dict[
     interrupted evaluation in out_dir.
     """
     from igrpo_core.data import load_dataset
-    from igrpo_core.models import load_tokenizer, make_engine, setup_threads
+    from igrpo_core.models import load_tokenizer, make_engine, resolve_device, setup_threads
     setup_threads(cfg.torch_threads)
     if datasets is None:
         datasets = {spec.strip(): load_dataset(spec.strip(), tiny_num_problems=cfg.tiny_num_problems,
                                                limit=cfg.eval_limit)
                     for spec in cfg.eval_dataset.split(",") if spec.strip()}
-    tok = load_tokenizer(model_path, cfg.gguf_file if model_path == cfg.model_name_or_path else None)
+    gguf = cfg.gguf_file if model_path == cfg.model_name_or_path else None
+    tok = load_tokenizer(model_path, gguf)
     engine = make_engine(cfg, tok, model_path=model_path)
+    entry = provenance.collect(model=model_path, gguf_file=gguf, device=str(resolve_device(cfg.device)),
+                               dtype=cfg.dtype, datasets=datasets)
     return evaluate(engine, tok, datasets, out_dir, num_samples=cfg.eval_num_samples, greedy=cfg.eval_greedy,
                     temperature=cfg.eval_temperature, top_p=cfg.eval_top_p,
                     max_new_tokens=cfg.max_completion_length, system_prompt=cfg.system_prompt, seed=cfg.seed,
@@ -393,4 +399,4 @@ def evaluate_model(cfg, model_path: str, out_dir: str | Path, *, datasets: dict[
                     max_prompt_length=cfg.max_prompt_length, max_model_len=model_context_length(engine),
                     timeout_s=cfg.reward_timeout_s, workers=workers, progress=progress, on_chunk=on_chunk,
                     resume=cfg.resume if resume is None else resume, model_name=model_path,
-                    model_version=model_files_digest(model_path))
+                    model_version=model_files_digest(model_path), provenance_entry=entry)

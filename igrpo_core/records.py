@@ -2,6 +2,7 @@
 
 Layout of runs/<run_name>/ (documented in the README; the dashboard and notebooks read only this):
     config.json              resolved Config, written first
+    provenance.json          one entry per attempt: versions, git commit, device, model and data digests
     status.json              {"state": running|finished|failed, "step", "max_steps", "updated", "error"}
     metrics.parquet          one row per optimizer step (options.METRIC_COLUMNS; null where a metric does not apply)
     rollouts/step_XXXXXX.parquet   one row per completion of that step (ROLLOUT_SCHEMA)
@@ -113,6 +114,36 @@ def init_run_dir(run_dir: Path, config: dict) -> None:
                              "choose another run_name or delete the directory")
     write_json(cfg_path, config)
     (run_dir / "rollouts").mkdir(exist_ok=True)
+
+
+def append_provenance(directory: Path, entry: dict) -> None:
+    """Add one attempt's provenance (provenance.collect) to <directory>/provenance.json."""
+    path = Path(directory) / "provenance.json"
+    entries = read_json(path) if path.exists() else []
+    write_json(path, [*entries, entry])
+
+
+def read_settings(run_dir: Path) -> dict:
+    """config.json plus the latest attempt's provenance flattened to "provenance.<key>" entries, so
+    a config diff also shows runs that differ in code, versions, model weights or data."""
+    run_dir = Path(run_dir)
+    out = dict(read_json(run_dir / "config.json"))
+    prov = run_dir / "provenance.json"
+    if prov.exists():
+        entries = read_json(prov)
+        out["provenance.attempts"] = len(entries)
+        out.update(_flatten(entries[-1] if entries else {}, "provenance."))
+    return out
+
+
+def _flatten(d: dict, prefix: str) -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        elif k != "time":
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def write_status(run_dir: Path, state: str, step: int, max_steps: int, error: str | None = None) -> None:

@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from igrpo_core import losses, records
+from igrpo_core import losses, provenance, records
 from igrpo_core.config import Config
 from igrpo_core.engine import SamplingParams
 from igrpo_core.igrpo import Rollout, collect_grpo, collect_igrpo
@@ -116,6 +116,9 @@ class Trainer:
             from igrpo_core.judge import register_judge
             self.judge = register_judge(cfg)
         records.init_run_dir(self.run_dir, cfg.to_dict())
+        records.append_provenance(self.run_dir, provenance.collect(
+            model=cfg.model_name_or_path, gguf_file=cfg.gguf_file, device=str(self.device), dtype=cfg.dtype,
+            datasets={cfg.dataset: self.examples}))
         torch.manual_seed(cfg.seed)
         self.model = load_model(cfg.model_name_or_path, self.tokenizer, device=self.device,
                                 dtype=weight_dtype(cfg.dtype, self.device), gguf_file=cfg.gguf_file)
