@@ -196,6 +196,24 @@ def check_keys(d: dict, origin: str) -> None:
             raise ValueError(f"unknown config key {key!r} in {origin}{hint}")
 
 
+def _read_config_file(path: Path):
+    """YAML or JSON (by suffix); a syntax error names the file and the line."""
+    import yaml
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix in (".yaml", ".yml"):
+            return yaml.safe_load(text) or {}
+        return json.loads(text)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte offset {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: line {e.lineno}: malformed JSON ({e.msg})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise ValueError(f"{path}: {where}malformed YAML ({getattr(e, 'problem', None) or e})") from None
+
+
 def from_dict(d: dict, origin: str = "config") -> Config:
     check_keys(d, origin)
     return Config(**d)
@@ -211,12 +229,7 @@ def load(path: str | Path | None = None, preset: str | None = None, overrides: d
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file not found: {path}")
-        text = path.read_text()
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-            data = yaml.safe_load(text) or {}
-        else:
-            data = json.loads(text)
+        data = _read_config_file(path)
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a mapping of config keys")
         data = dict(data)

@@ -127,8 +127,9 @@ def load_file(path: str | Path, *, columns: dict | None = None, skip_bad_rows: b
         seen[row["id"]] = number
         rows.append(row)
     if not rows:
-        why = f"; {len(skipped)} skipped, first: {unit} {skipped[0][0]}: {skipped[0][1]}"
-        raise DatasetError(f"{path}: no usable rows" + (why if skipped else ""))
+        why = f"; {len(skipped)} skipped, first: {unit} {skipped[0][0]}: {skipped[0][1]}" if skipped else \
+            " (the file holds no records)"
+        raise DatasetError(f"{path}: no usable rows" + why)
     return LoadResult(rows=rows, skipped=skipped, path=str(path))
 
 
@@ -190,8 +191,13 @@ def _read_records(path: Path, columns: dict) -> tuple[list, str]:
 
 def _read_jsonl(path: Path) -> list:
     records = []
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
+    with path.open("rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                records.append((line_no, None, f"not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1})"))
+                continue
             if not line.strip():
                 continue  # blank lines (a trailing newline) hold no record
             try:
@@ -206,6 +212,8 @@ def _read_jsonl(path: Path) -> list:
 def _read_json_list(path: Path) -> list:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{path}: not UTF-8 text (byte offset {e.start})") from None
     except json.JSONDecodeError as e:
         raise DatasetError(f"{path}: line {e.lineno}: malformed JSON ({e.msg})") from None
     if not isinstance(data, list):

@@ -69,6 +69,16 @@ def load_tokenizer(name_or_path: str, gguf_file: str | None = None):
     return tok
 
 
+def context_length(name_or_path: str, gguf_file: str | None = None) -> int | None:
+    """The model's position limit from its config alone (no weights are read); None if unstated."""
+    from transformers import AutoConfig
+    _check_model_source(name_or_path, gguf_file)
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    config = _from_pretrained(AutoConfig, name_or_path, **kwargs)
+    n = getattr(config, "max_position_embeddings", None)
+    return int(n) if n else None
+
+
 def load_model(name_or_path: str, tokenizer, *, device: torch.device, dtype: torch.dtype,
                gguf_file: str | None = None):
     from transformers import AutoModelForCausalLM

@@ -25,8 +25,8 @@ from igrpo_core.config import Config
 from igrpo_core.engine import SamplingParams
 from igrpo_core.igrpo import Rollout, collect_grpo, collect_igrpo
 from igrpo_core.data import load_dataset
-from igrpo_core.models import (autocast_dtype, load_model, load_tokenizer, make_engine, resolve_device,
-                               setup_threads, weight_dtype)
+from igrpo_core.models import (autocast_dtype, context_length, load_model, load_tokenizer, make_engine,
+                               resolve_device, setup_threads, weight_dtype)
 from igrpo_core.prompts import attach_draft, render_prompt
 
 Callback = Callable[[int, dict], None]
@@ -54,6 +54,15 @@ def check_prompt_budget(tokenizer, examples: list[dict], cfg: Config) -> None:
         if n > cfg.max_prompt_length:
             raise ValueError(f"problem {ex['id']!r} needs {n} prompt tokens (with the {cfg.algo} template), more "
                              f"than max_prompt_length={cfg.max_prompt_length}; raise it or filter the dataset")
+
+
+def check_context(max_positions: int | None, cfg: Config) -> None:
+    """Prompt plus completion budgets must fit the model's positions (read from its config, before
+    any weights load): beyond them a model samples from positions it was never trained on."""
+    need = cfg.max_prompt_length + cfg.max_completion_length
+    if max_positions is not None and need > max_positions:
+        raise ValueError(f"max_prompt_length + max_completion_length = {need} tokens exceed the model's "
+                         f"{max_positions} positions ({cfg.model_name_or_path}); lower one of them")
 
 
 def batch_examples(examples: list[dict], step: int, batch_index: int, per_batch: int, per_step: int,
@@ -112,6 +121,7 @@ class Trainer:
         self.examples = load_dataset(cfg.dataset, tiny_num_problems=cfg.tiny_num_problems, limit=cfg.dataset_limit)
         self.tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.gguf_file)
         check_prompt_budget(self.tokenizer, self.examples, cfg)
+        check_context(context_length(cfg.model_name_or_path, cfg.gguf_file), cfg)
         if "judge" in cfg.reward_funcs:  # generative judge (paper Table 3): drafts and advantages use it
             from igrpo_core.judge import register_judge
             self.judge = register_judge(cfg)
