@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from igrpo_core.paper_models import PAPER_EVAL_SETS, PAPER_MODELS
 from igrpo_core.prompts import PAPER_DRAFT_TEMPLATE, PAPER_SYSTEM_PROMPT, TINY_DRAFT_TEMPLATE
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -181,6 +182,11 @@ PRESETS: dict[str, dict] = {
         torch_threads=None, save_steps=50, max_steps=117,  # 7,500 problems / 64 prompts = 1 epoch
     ),
 }
+# The paper's Table 1 models (paper_models.py): the `paper` recipe, trained on MATH train (7,500) and
+# evaluated on the paper's six benchmarks with the paper's k per set (eval_limit None: every problem).
+for _name, (_hf_id, *_) in PAPER_MODELS.items():
+    PRESETS[_name] = {**PRESETS["paper"], "model_name_or_path": _hf_id, "dataset": "math:train",
+                      "eval_dataset": PAPER_EVAL_SETS, "eval_limit": None}
 
 FIELD_NAMES = {f.name: f for f in dataclasses.fields(Config)}
 
