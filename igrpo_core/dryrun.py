@@ -185,6 +185,14 @@ def _prompt_lines(tok, cfg: Config, ex: dict) -> list[str]:
     return out
 
 
+def _full_draft_fate(room_max: float, room_median: float, completion: int) -> str:
+    if room_max < completion:
+        return "is always truncated (head + final answer kept)"
+    if room_median < completion:
+        return "is truncated for most questions (head + final answer kept)"
+    return "fits for most questions"
+
+
 def _budget_lines(b: dict, cfg: Config, pessimistic: dict | None) -> list[str]:
     q, bare, room = b["question_tokens"], b["stage2_bare_tokens"], b["draft_room_tokens"]
     lines = [f"  stage-1 prompt (question) tokens: mean {q['mean']}, median {q['median']}, max {q['max']}; "
@@ -193,8 +201,9 @@ def _budget_lines(b: dict, cfg: Config, pessimistic: dict | None) -> list[str]:
     if cfg.algo == "igrpo":
         lines += [f"  stage-2 prompt with an empty draft: mean {bare['mean']}, max {bare['max']}; over budget: "
                   f"{len(b['stage2_over_budget'])} (the trainer refuses to start if any)",
-                  f"  room left for the draft: median {room['median']} tokens (min {room['min']}, max {room['max']}); a draft that uses the whole {cfg.max_completion_length}-token completion "
-                  f"budget is always truncated (head + final answer kept)"]
+                  f"  room left for the draft: median {room['median']} tokens (min {room['min']}, max {room['max']}); "
+                  f"a draft of the full {cfg.max_completion_length}-token completion budget "
+                  f"{_full_draft_fate(room['max'], room['median'], cfg.max_completion_length)}"]
         if b["drafts_checked"]:
             lines.append(f"  reference solutions as drafts: {b['drafts_truncated']} of {b['drafts_checked']} truncated "
                          f"({b['truncation_rate']:.2%}); mean {b['mean_chars_dropped_when_truncated']} characters "
