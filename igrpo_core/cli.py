@@ -18,6 +18,10 @@ def _config(ns, rest: list[str]) -> config_mod.Config:
 
 
 def cmd_train(ns, rest):
+    if ns.dry_run:  # no weights: config, data, prompts, budgets, memory estimate, launch command
+        from igrpo_core.dryrun import dry_run
+        dry_run(_config(ns, rest), preset=ns.preset, config_path=ns.config, overrides=rest)
+        return
     from igrpo_core.trainer import train
     run_dir = train(_config(ns, rest))
     print(f"run directory: {run_dir}")
@@ -64,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--config", help="YAML or JSON config file")
         p.add_argument("--preset", choices=sorted(config_mod.PRESETS), help="base settings (default tiny)")
         p.set_defaults(fn=fn)
+        if name == "train":
+            p.add_argument("--dry_run", action="store_true",
+                           help="check config, data, prompt budgets and GPU memory without loading weights")
         if name == "eval":
             p.add_argument("--run", help="run directory whose newest checkpoint to evaluate")
             p.add_argument("--out", help="output directory (default <run>/eval/eval-<settings hash>)")

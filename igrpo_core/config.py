@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from igrpo_core import options as opt
-
+from igrpo_core.paper_models import PAPER_EVAL_SETS, PAPER_MODELS
 from igrpo_core.prompts import PAPER_DRAFT_TEMPLATE, PAPER_SYSTEM_PROMPT, TINY_DRAFT_TEMPLATE
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -40,24 +40,24 @@ class Config:
     output_dir: str = "runs"              # parent of run directories
     run_name: str | None = None           # directory name; default "<algo>-s<seed>-<timestamp>"
     # --- algorithm ---
-    algo: opt.Algo = "igrpo"                   # "grpo" | "igrpo"
+    algo: opt.Algo = "igrpo"              # "grpo" | "igrpo"
     num_generations: int = 8              # TOTAL rollouts per prompt (iGRPO: drafts + refinements), matched budget
     num_drafts: int = 4                   # iGRPO stage-1 drafts N; refinements G = num_generations - num_drafts
     draft_template: str = TINY_DRAFT_TEMPLATE  # stage-2 user message; must contain {question} and {draft}
     system_prompt: str | None = None      # None: no system message (tiny model); paper preset: Appendix C prompt
-    draft_tie_break: opt.DraftTieBreak = "first"        # "first" (lowest sample index) | "shortest" | "random"
-    all_drafts_failed: opt.AllDraftsFailed = "append"     # "append" best draft anyway (paper Prop. 3.1) | "question_only"
+    draft_tie_break: opt.DraftTieBreak = "first"  # "first" (lowest sample index) | "shortest" | "random"
+    all_drafts_failed: opt.AllDraftsFailed = "append"  # "append" best draft anyway (paper Prop. 3.1) | "question_only"
     # --- loss ---
-    loss_type: opt.LossType = "grpo"               # "grpo" per-sequence | "bnpo"/"dapo" per-token | "dr_grpo" constant
+    loss_type: opt.LossType = "grpo"      # "grpo" per-sequence | "bnpo"/"dapo" per-token | "dr_grpo" constant
     importance_sampling_level: opt.ImportanceSamplingLevel = "token"  # "token" | "sequence" (GSPO)
     beta: float = 0.0                     # k3 KL coefficient; reference model loaded only if > 0
     epsilon: float = 0.2                  # lower clip range
     epsilon_high: float | None = None     # upper clip range (DAPO clip-higher); None = epsilon
-    scale_rewards: opt.ScaleRewards = "group"          # "group" | "batch" | "none" (Dr. GRPO)
+    scale_rewards: opt.ScaleRewards = "group"  # "group" | "batch" | "none" (Dr. GRPO)
     num_iterations: int = 1               # policy updates per rollout batch (mu); >1 stores old log-probs
     # --- optimisation ---
     learning_rate: float = 5e-5
-    lr_scheduler_type: opt.LrScheduler = "cosine"     # "cosine" (to min_lr_rate x lr) | "constant" | "linear"
+    lr_scheduler_type: opt.LrScheduler = "cosine"  # "cosine" (to min_lr_rate x lr) | "constant" | "linear"
     min_lr_rate: float = 0.1              # cosine floor as a fraction of learning_rate (paper: 0.1)
     warmup_ratio: float = 0.1             # fraction of max_steps spent warming up linearly
     weight_decay: float = 0.0
@@ -91,8 +91,8 @@ class Config:
     eval_limit: int | None = 500          # evaluate on the first N problems
     # --- run ---
     seed: int = 0
-    device: opt.Device = "auto"                  # "auto" (cuda if available) | "cpu" | "cuda"
-    dtype: opt.Dtype = "auto"                   # "auto" (bf16 on cuda, fp32 on cpu) | "float32" | "bfloat16"
+    device: opt.Device = "auto"           # "auto" (cuda if available) | "cpu" | "cuda"
+    dtype: opt.Dtype = "auto"             # "auto" (bf16 on cuda, fp32 on cpu) | "float32" | "bfloat16"
     torch_threads: int | None = 1         # CPU threads; 1 is fastest on small shared machines
     save_steps: int = 30                  # checkpoint every N steps (and at the end)
     save_total_limit: int = 2             # keep this many newest checkpoints
@@ -177,6 +177,11 @@ PRESETS: dict[str, dict] = {
         torch_threads=None, save_steps=50, max_steps=117,  # 7,500 problems / 64 prompts = 1 epoch
     ),
 }
+# The paper's Table 1 models (paper_models.py): the `paper` recipe, trained on MATH train (7,500) and
+# evaluated on the paper's six benchmarks with the paper's k per set (eval_limit None: every problem).
+for _name, (_hf_id, *_) in PAPER_MODELS.items():
+    PRESETS[_name] = {**PRESETS["paper"], "model_name_or_path": _hf_id, "dataset": "math:train",
+                      "eval_dataset": PAPER_EVAL_SETS, "eval_limit": None}
 
 FIELD_NAMES = {f.name: f for f in dataclasses.fields(Config)}
 
