@@ -2,6 +2,7 @@
 rules, gold parsing errors, bounded time on pathological inputs, the multi-box/percent/!= table and boxed_contents."""
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -325,3 +326,51 @@ def test_off_main_thread_needs_processes():
     t.join()
     assert errors and "main thread" in errors[0]
     assert results[0].correct
+
+
+# --------------------------------------------------------------------------- boxed_contents / last_boxed
+
+@pytest.mark.parametrize(
+    "text,contents",
+    [
+        ("\\boxed{1} and \\fbox{ 2 } and \\boxed {3}", ["1", "2", "3"]),
+        ("\\boxed{\\frac{1}{2}} \\boxed{\\{1\\}}", ["\\frac{1}{2}", "\\{1\\}"]),
+        ("\\boxed{1} \\boxed{2", ["1"]),
+        ("$\\boxed 9$.", ["9"]),
+    ],
+)
+def test_boxed_contents(text, contents):
+    assert answers.boxed_contents(text) == contents
+
+
+def test_last_boxed_unclosed_and_strict():
+    assert answers.last_boxed("\\boxed{1} \\boxed{2") == "1"
+    assert answers.last_boxed("\\boxed{1} \\boxed{2", skip_unclosed=False) is None
+    assert answers.last_boxed("\\boxed{3} \\boxed{\\frac{1}{2}}", strict=True) == "3"
+    assert answers.last_boxed("\\boxed{3} \\fbox{4} \\boxed {5}", strict=True) == "3"
+
+
+def test_strict_form_equals_the_tiny_worlds_old_regex():
+    """tinyworld.boxed_answer (the tiny world's reward) used this regex; strict last_boxed must agree
+    on every string, including escaped braces and unclosed boxes."""
+    import random
+    import re
+
+    old = re.compile(r"\\boxed\{([^{}]*)\}")
+    alphabet = ["\\boxed{", "\\boxed", "\\fbox{", "{", "}", "\\", "3", "9", " ", "$", "x", "\\{", "\\}", "\n"]
+    rng = random.Random(0)
+    for _ in range(20_000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+        found = old.findall(text)
+        assert answers.last_boxed(text, strict=True) == (found[-1].strip() if found else None), text
+
+
+def test_importing_answers_does_not_load_math_verify():
+    """tinyworld (the shipped-model path) imports answers for its extractor: it must stay cheap."""
+    import subprocess
+    import sys
+
+    code = "import sys, igrpo_core.tinyworld; print('sympy' in sys.modules or 'math_verify' in sys.modules)"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
+    assert out.stdout.strip() == "False"
