@@ -5,8 +5,9 @@
 - `check_answer` / `is_equivalent`: math-verify parse + verify under ONE wall-clock limit of ours (a
   re-firing SIGALRM timer: main thread only). math-verify's own alarms are off: nested alarms cancel
   each other, theirs are whole seconds, and they turn a timeout into a silent False.
-- `check_many`: the same in worker processes, with a guard that kills a worker stuck where the alarm
-  cannot reach (C code holding the interpreter) and records that pair as "timeout".
+- `boxed_contents` / `last_boxed`: the project's one \\boxed{} extractor (tinyworld, judge and
+  scripts/build_data.py call it); pure string code, so importing this module loads no sympy.
+- `check_many` lives in igrpo_core.checkpool (worker processes on pebble); importable from here.
 
 Equivalence decisions (math-verify's unless said; tests/test_answers.py holds the table):
 - Percentages: gold "50\\%" accepts 50, 50\\% and 0.5, and gold 0.5 accepts 50\\%: accuracy rewards
@@ -15,7 +16,12 @@ Equivalence decisions (math-verify's unless said; tests/test_answers.py holds th
 - (1,2) vs (2,1) is False (ordered); \\{1,2\\} vs \\{2,1\\} and bare lists "1, 2" vs "2, 1" are sets.
 - Ours, before parsing: "1.5e3" -> 1.5\\times 10^{3} (math-verify reads e as Euler's number);
   "1\\,000" / "1{,}000" / "1 000" -> 1000 (math-verify reads 1\\,000 as 1*000 = 0);
-  \\varnothing -> \\emptyset. Answers over MAX_ANSWER_CHARS are not parsed (status "error").
+  \\varnothing -> \\emptyset; a bare % -> \\%, \\text{percent} -> \\%. Answers over MAX_ANSWER_CHARS are
+  not parsed (status "error").
+- Ours, extraction: final boxes joined by separators only are one list "a, b" (a single-value gold
+  never equals a list of different values, so several boxes cannot hedge); a % or "percent" right
+  after the final box or a phrase's number belongs to the answer. Two inequations (x \\neq 3)
+  compare as their equations (math-verify raises KeyError on a pair of sympy Unequality).
 
 Deliberately left out: eval/exec/sympify of model text (math-verify's LaTeX parser is the only
 reader); any guard against C-level hangs for inline checks (use check_many with workers >= 2);
