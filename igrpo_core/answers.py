@@ -5,8 +5,9 @@
 - `check_answer` / `is_equivalent`: math-verify parse + verify under ONE wall-clock limit of ours (a
   re-firing SIGALRM timer: main thread only). math-verify's own alarms are off: nested alarms cancel
   each other, theirs are whole seconds, and they turn a timeout into a silent False.
-- `check_many`: the same in worker processes, with a guard that kills a worker stuck where the alarm
-  cannot reach (C code holding the interpreter) and records that pair as "timeout".
+- `boxed_contents` / `last_boxed`: the project's one \\boxed{} extractor (tinyworld, judge and
+  scripts/build_data.py call it); pure string code, so importing this module loads no sympy.
+- `check_many` lives in igrpo_core.checkpool (worker processes on pebble); importable from here.
 
 Equivalence decisions (math-verify's unless said; tests/test_answers.py holds the table):
 - Percentages: gold "50\\%" accepts 50, 50\\% and 0.5, and gold 0.5 accepts 50\\%: accuracy rewards
@@ -15,7 +16,12 @@ Equivalence decisions (math-verify's unless said; tests/test_answers.py holds th
 - (1,2) vs (2,1) is False (ordered); \\{1,2\\} vs \\{2,1\\} and bare lists "1, 2" vs "2, 1" are sets.
 - Ours, before parsing: "1.5e3" -> 1.5\\times 10^{3} (math-verify reads e as Euler's number);
   "1\\,000" / "1{,}000" / "1 000" -> 1000 (math-verify reads 1\\,000 as 1*000 = 0);
-  \\varnothing -> \\emptyset. Answers over MAX_ANSWER_CHARS are not parsed (status "error").
+  \\varnothing -> \\emptyset; a bare % -> \\%, \\text{percent} -> \\%. Answers over MAX_ANSWER_CHARS are
+  not parsed (status "error").
+- Ours, extraction: final boxes joined by separators only are one list "a, b" (a single-value gold
+  never equals a list of different values, so several boxes cannot hedge); a % or "percent" right
+  after the final box or a phrase's number belongs to the answer. Two inequations (x \\neq 3)
+  compare as their equations (math-verify raises KeyError on a pair of sympy Unequality).
 
 Deliberately left out: eval/exec/sympify of model text (math-verify's LaTeX parser is the only
 reader); any guard against C-level hangs for inline checks (use check_many with workers >= 2);
@@ -25,22 +31,13 @@ from __future__ import annotations
 
 import functools
 import logging
-import multiprocessing as mp
 import re
 import signal
 import threading
-import time
-from collections import deque
 from dataclasses import dataclass
 from itertools import product
-from multiprocessing.connection import wait
-
-from math_verify import LatexExtractionConfig, parse, verify
 
 MAX_ANSWER_CHARS = 4_000  # longer "answers" are recorded as errors, not parsed
-GUARD_SLACK_S = 3.0  # check_many kills a worker silent for timeout_s * 2 + this many seconds
-WORKER_START_S = 180.0  # a worker process that is not ready by then is a setup error, raised
-_LATEX_ONLY = [LatexExtractionConfig()]
 
 
 class AnswerParseError(ValueError):
@@ -77,15 +74,25 @@ _HOPE_RE = re.compile(r"(?i)\s*I hope it is correct\.?\s*$")
 _MATH_WRAP_RE = re.compile(r"^(?:\$\$(.*)\$\$|\$(.*)\$|\\\((.*)\\\)|\\\[(.*)\\\])$", re.DOTALL)
 _SPACES_RE = re.compile(r"\s*")
 _BOXED_TOKEN_RE = re.compile(r"[^$\n]*")
+_STRICT_BOXED_RE = re.compile(r"\\boxed\{")
+# What may stand between boxes that together are one answer: "$\boxed{1}$, $\boxed{2}$",
+# "\boxed{(2, 2)} \quad \text{and} \quad \boxed{(6, 2)}", "x = \boxed{2} or x = \boxed{3}".
+_BOX_SEPARATOR_RE = re.compile(
+    r"(?:\s|[,;$&]|\\[,;:! ]|\\q?quad\b|\\\\|\\text\{\s*(?:and|or|,|;)?\s*\}|\b(?:and|or)\b"
+    r"|\\[()\[\]]|[A-Za-z](?:_\{?\w+\}?)?\s*=)*"
+)
+_TRAILING_PERCENT_RE = re.compile(r"\$?\s*(?:\\%|%|\\text\{\s*percent\s*\}|percent\b)")
+_LEADING_PERCENT_RE = re.compile(r"^\$?([-+]?\d[\d,]*(?:\.\d+)?)\$?\s*(?:\\%|%|percent\b)")
 _SENTENCE_END_RE = re.compile(r"(?<=\S)\.(?=\s|$)")
 
 
-def _matching_braces(text: str) -> dict[int, int]:
-    """Map each '{' index to its matching '}' in one pass; escaped braces (\\{ \\}) are skipped."""
+def _matching_braces(text: str, escapes: bool = True) -> dict[int, int]:
+    """Map each '{' index to its matching '}' in one pass. escapes: LaTeX's \\{ \\} (and any
+    backslash pair) are not braces; without, every brace character counts."""
     match, stack, i = {}, [], 0
     while i < len(text):
         c = text[i]
-        if c == "\\":
+        if c == "\\" and escapes:
             i += 2
             continue
         if c == "{":
@@ -96,22 +103,69 @@ def _matching_braces(text: str) -> dict[int, int]:
     return match
 
 
-def _last_boxed(text: str) -> str | None:
-    """Content of the last complete \\boxed{...}/\\fbox{...} (or `\\boxed 5`); unclosed ones are skipped."""
-    starts = [m.end() for m in _BOXED_RE.finditer(text)]
-    if not starts:
-        return None
-    braces = _matching_braces(text)
-    for pos in reversed(starts):
-        j = _SPACES_RE.match(text, pos).end()
+def _boxes(text: str, strict: bool = False) -> list[tuple[int, int, str | None]]:
+    """(start, end, content) of every box command in text, in order; content None when the box
+    never closes (or a brace-less `\\boxed` has no token). See boxed_contents for `strict`."""
+    found = list((_STRICT_BOXED_RE if strict else _BOXED_RE).finditer(text))
+    if not found:
+        return []
+    braces = _matching_braces(text, escapes=not strict)
+    out = []
+    for m in found:
+        j = m.end() - 1 if strict else _SPACES_RE.match(text, m.end()).end()
         if j < len(text) and text[j] == "{":
-            if j in braces:
-                return text[j + 1 : braces[j]].strip()
-        elif j > pos:  # "\boxed 5$": MATH's own convention, up to the closing $ or end of line
-            token = _BOXED_TOKEN_RE.match(text, j).group(0).strip()
-            if token:
-                return token
-    return None
+            end = braces.get(j)
+            content = None if end is None else text[j + 1 : end]
+            if strict and content is not None and ("{" in content or "}" in content):
+                content = None  # what the tiny world's regex never matched
+            out.append((m.start(), j + 1 if end is None else end + 1, None if content is None else content.strip()))
+        elif j > m.end():  # "\boxed 5$": MATH's own convention, up to the closing $ or end of line
+            token = _BOXED_TOKEN_RE.match(text, j)
+            out.append((m.start(), token.end(), token.group(0).strip() or None))
+        else:
+            out.append((m.start(), m.end(), None))
+    return out
+
+
+def boxed_contents(text: str, *, strict: bool = False) -> list[str]:
+    """Contents (stripped) of every complete box in text, in order; boxes that never close are skipped.
+
+    Default: \\boxed{...} and \\fbox{...} with nested braces matched (LaTeX's \\{ \\} are not braces),
+    spaces allowed before the brace, and MATH's brace-less `\\boxed 5` (up to `$` or end of line).
+    strict: only `\\boxed{` written exactly, content without any brace character (backslashes are
+    plain characters): the tiny world's format, identical to the regex \\\\boxed\\{([^{}]*)\\}.
+    """
+    return [c for _, _, c in _boxes(text, strict) if c is not None]
+
+
+def last_boxed(text: str, *, strict: bool = False, skip_unclosed: bool = True) -> str | None:
+    """Content of the last complete box (see boxed_contents), or None. skip_unclosed=False: when
+    the LAST box never closes, None rather than an earlier box (gold data: no gold, not a wrong one)."""
+    boxes = _boxes(text, strict)
+    if not skip_unclosed:
+        return boxes[-1][2] if boxes else None
+    return next((c for _, _, c in reversed(boxes) if c is not None), None)
+
+
+def _final_group(text: str) -> str | None:
+    """The final answer among the boxes: the last box, or, when the boxes before it are joined to it
+    by separators only (`,` `;` "and" "or" \\quad `$` `x =`), all of them as one list "a, b".
+    Repeats collapse ("3 and 3" is 3). A correction ("\\boxed{2}, no wait, \\boxed{3}") is not
+    joined: words other than and/or end the group."""
+    boxes = [b for b in _boxes(text) if b[2] is not None]
+    if not boxes:
+        return None
+    group = [boxes[-1]]
+    for prev in reversed(boxes[:-1]):
+        gap = group[0][0] - prev[1]
+        if prev[2] == "" or gap > 200 or not _BOX_SEPARATOR_RE.fullmatch(text, prev[1], group[0][0]):
+            break
+        group.insert(0, prev)
+    contents = list(dict.fromkeys(c for _, _, c in group))
+    answer = ", ".join(contents)
+    if len(contents) == 1 and _TRAILING_PERCENT_RE.match(text, group[-1][1]):
+        answer += "\\%"  # "\boxed{25}\%" or "\boxed{25} percent": 25 percent, not 25
+    return answer
 
 
 def _clean_phrase(s: str) -> str:
@@ -124,6 +178,9 @@ def _clean_phrase(s: str) -> str:
         inner = next(g for g in m.groups() if g is not None)
         if "$" not in inner:
             s = inner.strip()
+    pct = _LEADING_PERCENT_RE.match(s)
+    if pct:  # "50% of the total" / "50 percent of them": the percentage, not prose after it
+        return pct.group(1) + "\\%"
     return s.rstrip(".").strip()
 
 
@@ -137,8 +194,9 @@ def _last_phrase(text: str) -> str | None:
 
 
 def extract_answer(text: str) -> str | None:
-    """Final answer substring of a completion, or None. Linear time; never raises on a str."""
-    boxed = _last_boxed(text)
+    """Final answer substring of a completion, or None. Linear time; never raises on a str.
+    Several final boxes joined by separators become one list answer (see _final_group)."""
+    boxed = _final_group(text)
     if boxed:
         return boxed
     start = text.rfind("<answer>")
@@ -179,6 +237,8 @@ _THOUSANDS_RE = re.compile(r"(?<![\d.])(\d{1,3})((?:(?:\\[,!;: ]|~|\{,\}|,\\!)\d
 _THOUSANDS_SEP_RE = re.compile(r"\\[,!;: ]|~|\{,\}|,\\!")
 _SPACED_NUMBER_RE = re.compile(r"^\s*-?\d{1,3}(?: \d{3})+(?:\.\d+)?\s*$")
 _UNESCAPED_DOLLAR_RE = re.compile(r"(?<!\\)\$")
+_PERCENT_WORD_RE = re.compile(r"\s*\\(?:text|mbox|mathrm)\{\s*percent\s*\}")
+_BARE_PERCENT_RE = re.compile(r"(?<!\\)%")
 
 
 def _to_latex_input(answer: str) -> str:
@@ -188,16 +248,38 @@ def _to_latex_input(answer: str) -> str:
     if _SPACED_NUMBER_RE.match(answer):  # "1 000 000", only as the whole answer
         answer = answer.replace(" ", "")
     answer = answer.replace("\\varnothing", "\\emptyset")  # otherwise a Symbol named varnothing
+    answer = _PERCENT_WORD_RE.sub(r"\\%", answer)  # \text{ percent} is dropped as a unit: 50, not 0.5
+    answer = _BARE_PERCENT_RE.sub(r"\\%", answer)  # a bare % starts a LaTeX comment: "12.5%" parses as 12.5
     if "\\boxed" in answer or _UNESCAPED_DOLLAR_RE.search(answer) or "\\(" in answer or "\\[" in answer:
         return answer
     return "\\boxed{" + answer + "}"
+
+
+def _parse(latex: str) -> list:
+    """math-verify's parse, LaTeX extraction only, its own time limit off (ours is on).
+    Imported here, not at the top: math-verify brings sympy (~1.5 s), and the tiny world and the
+    data builder import this module only for boxed_contents."""
+    from math_verify import LatexExtractionConfig, parse
+
+    return parse(latex, [LatexExtractionConfig()], parsing_timeout=None, raise_on_error=True)
+
+
+def _verify(gold, pred) -> bool:
+    """math-verify's verify, except that two inequations (x \\neq 3) are compared as the equations
+    they negate: math-verify raises KeyError on a pair of sympy Unequality."""
+    from math_verify import verify
+    from sympy import Eq, Ne
+
+    if isinstance(gold, Ne) and isinstance(pred, Ne):
+        gold, pred = Eq(gold.lhs, gold.rhs, evaluate=False), Eq(pred.lhs, pred.rhs, evaluate=False)
+    return verify(gold, pred, timeout_seconds=None, raise_on_error=True)
 
 
 @functools.lru_cache(maxsize=4096)
 def _parse_gold_cached(answer: str) -> tuple:
     if not isinstance(answer, str) or not answer.strip():
         raise AnswerParseError(f"empty gold answer: {answer!r}")
-    parsed = parse(_to_latex_input(answer.strip()), _LATEX_ONLY, parsing_timeout=None, raise_on_error=True)
+    parsed = _parse(_to_latex_input(answer.strip()))
     if not parsed or all(isinstance(p, str) and not p.strip() for p in parsed):
         raise AnswerParseError(f"math-verify could not parse gold answer {answer!r}")
     return tuple(parsed)
@@ -224,7 +306,7 @@ def _verify_all(gold: list, pred: list) -> tuple[bool, str]:
     errors = []
     for g, p in product(gold, pred):
         try:
-            if verify(g, p, timeout_seconds=None, raise_on_error=True):
+            if _verify(g, p):
                 return True, ""
         except Exception as e:
             errors.append(f"{type(e).__name__}: {e}"[:300])
@@ -267,7 +349,7 @@ def check_answer(completion: str, gold, *, timeout_s: float | None = 5.0) -> Che
 def _compare(extracted: str, gold, stage: list) -> CheckResult:
     gold_parsed = parse_gold(gold) if isinstance(gold, str) else gold
     stage[0] = "parse"
-    pred = parse(_to_latex_input(extracted), _LATEX_ONLY, parsing_timeout=None, raise_on_error=True)
+    pred = _parse(_to_latex_input(extracted))
     if not pred:
         return CheckResult(False, "ok", extracted, "prediction did not parse")
     stage[0] = "verify"
@@ -282,170 +364,11 @@ def is_equivalent(pred: str, gold: str, timeout_s: float | None = 5.0) -> bool:
     return check_answer("\\boxed{" + pred + "}", gold, timeout_s=timeout_s).correct
 
 
-# --------------------------------------------------------------------------- worker processes
+def __getattr__(name: str):
+    # check_many moved to igrpo_core.checkpool (pebble); kept importable from here, lazily, because
+    # checkpool imports this module.
+    if name == "check_many":
+        from igrpo_core.checkpool import check_many
 
-def _worker_main(conn, check_fn) -> None:
-    conn.send(("ready", None))
-    while True:
-        msg = conn.recv()
-        if msg is None:
-            return
-        timeout_s, items = msg
-        for idx, completion, gold in items:
-            try:
-                res = check_fn(completion, gold, timeout_s=timeout_s)
-            except Exception as e:  # a custom check_fn that raises: recorded, the worker lives on
-                res = CheckResult(False, "error", None, f"check_fn: {type(e).__name__}: {e}"[:500])
-            conn.send((idx, res))
-
-
-@dataclass
-class _Worker:
-    proc: mp.process.BaseProcess
-    conn: object  # parent end of a duplex Pipe
-    ready: bool = False
-    started: float = 0.0  # when the process was started
-    pending: deque | None = None  # item indices sent and not yet answered, in order
-    last_progress: float = 0.0  # when the current head of `pending` started
-
-
-def _mp_context():
-    # forkserver: workers fork from a clean server that has NOT inherited the parent's threads, CUDA
-    # state or torch allocator (the hazard of "fork"), yet, unlike "spawn", replacements start in
-    # milliseconds because the server has this module (sympy, math-verify) preloaded.
-    if "forkserver" in mp.get_all_start_methods():
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload([__name__])
-        return ctx
-    return mp.get_context("spawn")
-
-
-def _start_worker(ctx, check_fn) -> _Worker:
-    parent, child = ctx.Pipe(duplex=True)
-    proc = ctx.Process(target=_worker_main, args=(child, check_fn), daemon=True)
-    proc.start()
-    child.close()
-    return _Worker(proc, parent, started=time.monotonic(), pending=deque())
-
-
-def _stop_worker(w: _Worker, kill: bool) -> None:
-    if not kill:
-        try:
-            w.conn.send(None)
-        except OSError:
-            kill = True
-    if kill:
-        w.proc.kill()
-    w.proc.join(timeout=5)
-    if w.proc.is_alive():
-        w.proc.kill()
-        w.proc.join()
-    w.conn.close()
-
-
-def _fail_head(w: _Worker, st: _RunState, status: str, detail: str) -> None:
-    """The worker's current pair gets `status`; the rest of its chunk goes back to the queue."""
-    idx = w.pending.popleft()
-    st.results[idx] = CheckResult(False, status, extract_answer(st.pairs[idx][0]), detail)
-    if w.pending:
-        st.todo.appendleft(list(w.pending))
-    w.pending.clear()
-
-
-@dataclass
-class _RunState:
-    pairs: list  # (completion, gold)
-    results: list  # CheckResult | None per pair
-    todo: deque  # chunks of pair indices not yet sent
-    timeout_s: float | None
-    ctx: object  # multiprocessing context
-    check_fn: object
-
-
-def _dispatch(pool: list[_Worker], st: _RunState) -> None:
-    for w in pool:
-        if w.ready and not w.pending and st.todo:
-            chunk = st.todo.popleft()
-            w.conn.send((st.timeout_s, [(i, *st.pairs[i]) for i in chunk]))
-            w.pending.extend(chunk)
-            w.last_progress = time.monotonic()
-
-
-def _collect(pool: list[_Worker], st: _RunState) -> None:
-    """Take in whatever the workers sent in the next 50 ms; replace a worker that died."""
-    for conn in wait([w.conn for w in pool], timeout=0.05):
-        k = next(k for k, w in enumerate(pool) if w.conn is conn)
-        w = pool[k]
-        try:
-            msg = conn.recv()
-        except (EOFError, OSError):
-            w.proc.join(timeout=1)
-            if not w.ready:
-                raise RuntimeError(
-                    f"check_many worker failed to start (exitcode {w.proc.exitcode}); a script that calls "
-                    "check_many needs an `if __name__ == '__main__':` guard (forkserver/spawn)"
-                )
-            if w.pending:
-                _fail_head(w, st, "error", f"worker process died (exitcode {w.proc.exitcode})")
-            pool[k] = _replace(w, st)
-            continue
-        if msg[0] == "ready":
-            w.ready = True
-            continue
-        idx, res = msg
-        st.results[idx] = res
-        w.pending.popleft()
-        w.last_progress = time.monotonic()
-
-
-def _enforce_deadlines(pool: list[_Worker], st: _RunState) -> None:
-    guard_s = None if st.timeout_s is None else st.timeout_s * 2 + GUARD_SLACK_S
-    now = time.monotonic()
-    for k, w in enumerate(pool):
-        if not w.ready and now - w.started > WORKER_START_S:
-            raise RuntimeError(f"check_many worker not ready after {WORKER_START_S:.0f}s")
-        if guard_s is not None and w.pending and now - w.last_progress > guard_s:
-            detail = f"worker killed: no result after {guard_s:g}s (a hang the alarm could not stop)"
-            _fail_head(w, st, "timeout", detail)
-            pool[k] = _replace(w, st)
-
-
-def _replace(w: _Worker, st: _RunState) -> _Worker:
-    _stop_worker(w, kill=True)
-    return _start_worker(st.ctx, st.check_fn)
-
-
-def check_many(
-    pairs: list[tuple[str, str]],
-    *,
-    timeout_s: float | None = 5.0,
-    workers: int = 2,
-    chunksize: int = 16,
-    _check_fn=check_answer,
-) -> list[CheckResult]:
-    """check_answer over (completion, gold) pairs, in worker processes; results in input order.
-    Gold may be a string or parse_gold's output (it pickles).
-
-    workers <= 1 runs inline (main thread; no guard against C-level hangs). Otherwise a worker that
-    sends nothing for timeout_s * 2 + GUARD_SLACK_S is killed and replaced; the pair it was on is
-    "timeout", a worker that dies is "error", and the rest of its chunk is re-queued. timeout_s=None
-    disables both the alarm and the guard. Workers live for one call (a fork from the preloaded
-    forkserver, tens of ms); a script calling this needs an `if __name__ == "__main__":` guard.
-    `_check_fn` (test hook): a picklable module-level function with check_answer's signature, run
-    in the workers instead of it.
-    """
-    if workers <= 1:
-        return [_check_fn(c, g, timeout_s=timeout_s) for c, g in pairs]
-    step = max(1, chunksize)
-    todo = deque(list(range(i, min(i + step, len(pairs)))) for i in range(0, len(pairs), step))
-    st = _RunState(list(pairs), [None] * len(pairs), todo, timeout_s, _mp_context(), _check_fn)
-    pool = [_start_worker(st.ctx, _check_fn) for _ in range(min(workers, len(todo)))]
-    try:
-        while st.todo or any(w.pending for w in pool):
-            _dispatch(pool, st)
-            _collect(pool, st)
-            _enforce_deadlines(pool, st)
-    finally:
-        for w in pool:
-            _stop_worker(w, kill=bool(w.pending) or not w.ready)
-    return st.results
+        return check_many
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -36,6 +36,8 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from igrpo_core.answers import boxed_contents
+
 JUDGE_SYSTEM = "You are a careful, strict grader of math solutions."
 
 JUDGE_PROMPT = """Grade the student's solution to the math problem below.
@@ -71,7 +73,6 @@ _VALUE = rf"(?:\\[dt]?frac\{{\s*{_NUM}\s*\}}\{{\s*{_NUM}\s*\}}|{_NUM}\s*(?:/|out
 _FRACTION_RE = re.compile(rf"^({_NUM})\s*(?:/|out\s+of)\s*({_NUM})$", re.I)
 _TEX_FRAC_RE = re.compile(rf"^\\[dt]?frac\{{\s*({_NUM})\s*\}}\{{\s*({_NUM})\s*\}}$")
 _JSON_RE = re.compile(r"\{[^{}]*\}")
-_BOXED_RE = re.compile(r"\\boxed\{((?:[^{}]|\{[^{}]*\})*)\}")
 _KEYWORD_RE = re.compile(
     rf"\b(?:score|rating|grade|verdict)\b[\s*_:=]*(?:is\s*|of\s*)?[\s*_:=]*({_VALUE}|[A-Za-z]+)", re.I)
 _OUT_OF_RE = re.compile(rf"({_NUM})\s*out\s+of\s*({_NUM})", re.I)
@@ -153,7 +154,7 @@ def parse_verdict(text: str) -> float:
         score = None
     if score is not None:
         return score
-    candidates = [*reversed(_BOXED_RE.findall(t)), *reversed(_KEYWORD_RE.findall(t)),
+    candidates = [*reversed(boxed_contents(t)), *reversed(_KEYWORD_RE.findall(t)),
                   *(f"{a}/{b}" for a, b in reversed(_OUT_OF_RE.findall(t)))]
     for cand in candidates:  # a restated template line ("Score: S") must not hide a real score
         try:

@@ -20,6 +20,8 @@ import random
 import re
 from dataclasses import dataclass
 
+from igrpo_core.answers import last_boxed  # string code only; math-verify is imported lazily there
+
 SOURCE = "tiny"
 HELDOUT_BUCKETS = 10  # 1 in HELDOUT_BUCKETS expressions (by stable hash) is held out
 
@@ -121,14 +123,13 @@ def make_split(split: str, n: int, seed: int = 0, difficulty: Difficulty = DEFAU
 
 # --------------------------------------------------------------------------- answers and drafts
 
-_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
 _STEP = re.compile(r"^(-?\d+)([+\-*])(-?\d+)=(-?\d+)$")
 
 
 def boxed_answer(text: str) -> str | None:
-    """Content of the last \\boxed{...} in text, stripped, or None."""
-    found = _BOXED.findall(text)
-    return found[-1].strip() if found else None
+    """Content of the last \\boxed{...} in text, stripped, or None: answers.last_boxed in its strict
+    form (exactly `\\boxed{`, no braces inside), the one the tiny world's reward has always used."""
+    return last_boxed(text, strict=True)
 
 
 def is_correct(completion: str, answer: str) -> bool:

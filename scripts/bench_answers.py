@@ -20,7 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a plain script from anywhere
 
-from igrpo_core.answers import check_answer, check_many  # noqa: E402
+from igrpo_core.answers import check_answer  # noqa: E402
+from igrpo_core.checkpool import check_many  # noqa: E402
 
 DATA_PATHS = [ROOT / "data/benchmarks/math500/test.jsonl", Path("/work/shared/data/math500/test.jsonl")]
 

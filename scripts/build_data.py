@@ -25,6 +25,9 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run as a plain script from anywhere
+
+from igrpo_core import answers  # noqa: E402
 DEFAULT_RAW = REPO.parent / "shared" / "data"
 DEFAULT_OUT = REPO / "data" / "benchmarks"
 
@@ -38,38 +41,11 @@ class SkipRow(ValueError):
 
 
 def last_boxed(text: str) -> str | None:
-    """Content of the last \\boxed{...} or \\fbox{...} in text, nested braces matched.
-
-    Also accepts the brace-less form `\\boxed 9` (two MATH train solutions use it). Returns None
-    when there is no box or the last one's braces never close (no fall-back to an earlier box).
-    """
-    matches = list(re.finditer(r"\\(?:boxed|fbox)\b", text))
-    if not matches:
-        return None
-    rest = text[matches[-1].end():]
-    if rest.lstrip().startswith("{"):
-        content = _braced(rest.lstrip())
-        return content.strip() if content is not None else None
-    token = re.match(r"\s+([^\s$]+)", rest)  # `\boxed 9`: one token, up to `$` or space
-    return token.group(1) if token else None
-
-
-def _braced(text: str) -> str | None:
-    """Content of the brace group opened by text[0] == '{', or None if it never closes."""
-    depth, i = 0, 0
-    while i < len(text):
-        ch = text[i]
-        if ch == "\\":  # `\{`, `\}` are literal braces and `\\` a line break: skip the pair
-            i += 2
-            continue
-        if ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                return text[1:i]
-        i += 1
-    return None
+    """Content of the last \\boxed{...} or \\fbox{...} in text, nested braces matched (the project's
+    one extractor, igrpo_core.answers.last_boxed). Also accepts the brace-less form `\\boxed 9` (two
+    MATH train solutions use it). None when there is no box or the LAST one's braces never close
+    (no fall-back to an earlier box: no gold rather than a wrong one)."""
+    return answers.last_boxed(text, skip_unclosed=False)
 
 
 def gsm8k_answer(answer_text: str) -> str | None:
