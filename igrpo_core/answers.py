@@ -7,7 +7,7 @@
   each other, theirs are whole seconds, and they turn a timeout into a silent False.
 - `boxed_contents` / `last_boxed`: the project's one \\boxed{} extractor (tinyworld, judge and
   scripts/build_data.py call it); pure string code, so importing this module loads no sympy.
-- `check_many` lives in igrpo_core.checkpool (worker processes on pebble); importable from here.
+- `check_many` (many pairs in worker processes, on pebble) lives in igrpo_core.checkpool.
 
 Equivalence decisions (math-verify's unless said; tests/test_answers.py holds the table):
 - Percentages: gold "50\\%" accepts 50, 50\\% and 0.5, and gold 0.5 accepts 50\\%: accuracy rewards
@@ -362,13 +362,3 @@ def _compare(extracted: str, gold, stage: list) -> CheckResult:
 def is_equivalent(pred: str, gold: str, timeout_s: float | None = 5.0) -> bool:
     """Two answer strings (not completions) equivalent? Failures and timeouts count as False."""
     return check_answer("\\boxed{" + pred + "}", gold, timeout_s=timeout_s).correct
-
-
-def __getattr__(name: str):
-    # check_many moved to igrpo_core.checkpool (pebble); kept importable from here, lazily, because
-    # checkpool imports this module.
-    if name == "check_many":
-        from igrpo_core.checkpool import check_many
-
-        return check_many
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

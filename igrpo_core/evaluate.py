@@ -9,7 +9,7 @@ The layout of an evaluation directory and its record schemas live in `records` (
 training records); the metrics are `metrics.summarize`.
 Work proceeds in chunks of problems with a seed derived from (seed, set, chunk), so an interrupted
 evaluation resumes at the first missing part and ends with exactly the samples and metrics of an
-uninterrupted one. Answer checks run in worker processes (answers.check_many: math-verify's alarm
+uninterrupted one. Answer checks run in worker processes (checkpool.check_many: math-verify's alarm
 needs a main thread), in input order.
 
 A problem whose prompt plus `max_new_tokens` exceeds the model context (`max_model_len`, e.g. a
@@ -36,7 +36,8 @@ from typing import Callable
 
 import polars as pl
 
-from igrpo_core import answers, provenance, records
+from igrpo_core import provenance, records
+from igrpo_core.checkpool import check_many
 from igrpo_core.metrics import summarize
 from igrpo_core.records import SAMPLE_SCHEMA, SKIP_SCHEMA
 from igrpo_core.engine import SamplingParams
@@ -189,7 +190,7 @@ def chunk_rows(name: str, chunk: list[dict], k: int, protocol: str, outs: list, 
     golds = [str(chunk[c.prompt_index]["answer"]) for c, _ in outs]
     pairs = [(c.text, g) for (c, _), g in zip(outs, golds)]
     pairs += [(d[0].text, g) for d, g in zip(drafts, golds) if d is not None]
-    checks = answers.check_many(pairs, timeout_s=timeout_s, workers=workers)
+    checks = check_many(pairs, timeout_s=timeout_s, workers=workers)
     finals, draft_checks = checks[: len(outs)], iter(checks[len(outs):])
     rows = []
     for i, ((c, plen), g, res, d) in enumerate(zip(outs, golds, finals, drafts)):
