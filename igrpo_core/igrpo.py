@@ -20,7 +20,7 @@ import torch
 from igrpo_core import losses
 from igrpo_core.engine import RolloutEngine, SamplingParams
 from igrpo_core.prompts import build_refine_prompt, render_prompt
-from igrpo_core.rewards import Score, is_failure, score_batch
+from igrpo_core.rewards import RewardFns, Score, is_failure, score_batch
 
 
 @dataclass
@@ -47,11 +47,10 @@ def select_draft(rewards: list[float], lengths: list[int], tie_break: str, rng: 
 
 
 def _sample_group(engine: RolloutEngine, prompts: list[list[int]], examples: list[dict], n: int,
-                  params: SamplingParams, cfg) -> tuple[list, list[Score]]:
+                  params: SamplingParams, reward_fns: RewardFns) -> tuple[list, list[Score]]:
     """n completions per prompt (grouped), each scored."""
     comps = engine.generate(prompts, SamplingParams(**{**params.__dict__, "n": n}))
-    scores = score_batch([c.text for c in comps], [examples[c.prompt_index] for c in comps],
-                         cfg.reward_funcs, cfg.reward_weights, timeout_s=cfg.reward_timeout_s)
+    scores = score_batch([c.text for c in comps], [examples[c.prompt_index] for c in comps], reward_fns)
     return comps, scores
 
 
@@ -98,21 +97,23 @@ def _mean(xs):
     return sum(xs) / len(xs) if xs else None
 
 
-def collect_grpo(engine, tokenizer, examples: list[dict], cfg, step: int, params: SamplingParams) -> Rollout:
+def collect_grpo(engine, tokenizer, examples: list[dict], cfg, step: int, params: SamplingParams,
+                 reward_fns: RewardFns) -> Rollout:
     prompts = [render_prompt(tokenizer, ex["problem"], cfg.system_prompt) for ex in examples]
-    comps, scores = _sample_group(engine, prompts, examples, cfg.num_generations, params, cfg)
+    comps, scores = _sample_group(engine, prompts, examples, cfg.num_generations, params, reward_fns)
     ro = _train_group(step, "grpo", examples, prompts, [ex["problem"] for ex in examples], comps, scores,
                       cfg.num_generations, cfg, [{} for _ in examples])
     ro.stats.update(_common_stats(scores, comps))
     return ro
 
 
-def collect_igrpo(engine, tokenizer, examples: list[dict], cfg, step: int, params: SamplingParams) -> Rollout:
+def collect_igrpo(engine, tokenizer, examples: list[dict], cfg, step: int, params: SamplingParams,
+                  reward_fns: RewardFns) -> Rollout:
     N, G = cfg.num_drafts, cfg.num_refinements
     rng = random.Random(params.seed)
     # Stage 1: drafts from the same snapshot policy; scored with the same reward; no gradient.
     draft_prompts = [render_prompt(tokenizer, ex["problem"], cfg.system_prompt) for ex in examples]
-    d_comps, d_scores = _sample_group(engine, draft_prompts, examples, N, params, cfg)
+    d_comps, d_scores = _sample_group(engine, draft_prompts, examples, N, params, reward_fns)
     rows, refine_prompts, refine_texts, extra, chosen_rewards, truncations = [], [], [], [], [], 0
     for gi, ex in enumerate(examples):
         group = range(gi * N, (gi + 1) * N)
@@ -134,7 +135,7 @@ def collect_igrpo(engine, tokenizer, examples: list[dict], cfg, step: int, param
         extra.append(dict(draft_reward=d_scores[pick].total, draft_truncated=truncated))
     # Stage 2: refinements conditioned on q + d-hat; the GRPO loss sees only these.
     r_comps, r_scores = _sample_group(engine, refine_prompts, examples, G,
-                                      SamplingParams(**{**params.__dict__, "seed": params.seed + 1}), cfg)
+                                      SamplingParams(**{**params.__dict__, "seed": params.seed + 1}), reward_fns)
     ro = _train_group(step, "refine", examples, refine_prompts, refine_texts, r_comps, r_scores, G, cfg, extra)
     ro.rows = rows + ro.rows
     best = torch.tensor(chosen_rewards).unsqueeze(1)           # (P, 1)

@@ -1,9 +1,9 @@
 """Generative judge: an LLM scores a solution in [0, 1] given the problem and the reference answer.
 
 The paper's Table 3 ablation replaces the rule-based reward by such a judge for both draft selection
-and advantages. With "judge" in Config.reward_funcs the trainer calls `register_judge(cfg)`, which
-registers the reward "judge" (rewards.register_reward); iGRPO's draft selection and advantages both
-use the total reward, so that one name covers both.
+and advantages. With "judge" in Config.reward_funcs the trainer calls `build_judge(cfg)` once and
+hands the Judge to rewards.build_reward_fns as the reward "judge"; iGRPO's draft selection and
+advantages both use the total reward, so that one name covers both.
 
 Backends (Config.judge_model):
 - "http://host:port/v1" (or https): an OpenAI-compatible /chat/completions endpoint, model
@@ -350,10 +350,3 @@ def build_judge(cfg, *, timeout_s: float = 60.0, retries: int = 2) -> Judge:
         backend = LocalJudgeBackend.load(cfg.judge_model, device=cfg.device, dtype=cfg.dtype)
     return Judge(backend)
 
-
-def register_judge(cfg, **kwargs) -> Judge:
-    """Build the configured judge and register it as the reward "judge"."""
-    from igrpo_core.rewards import register_reward
-    judge = build_judge(cfg, **kwargs)
-    register_reward("judge", judge)
-    return judge

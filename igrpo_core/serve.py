@@ -11,6 +11,17 @@ Binds to loopback by default. A prompt longer than the model context is a 400 er
 "context_length_exceeded", not a crash.
 
 Deliberately left out: streaming, tools, logprobs, authentication, batching across requests.
+
+Why not `transformers serve` (5.19, tried offline on loopback with fastapi 0.165 + openai 3.57, which
+the project does not otherwise need): its greedy replies equal ours on the tiny model, but GET
+/v1/models lists the HF cache, not the served model (HTTP 500 CacheNotFound without a cache dir,
+`[]` with an empty one), so the judge cannot discover the model name; requests must name the model by
+the exact path it was started with; a prompt longer than the model context is generated anyway (HTTP
+200, garbage verdict) where the judge needs a 400 "context_length_exceeded" to record a request
+error; malformed requests (empty messages, unknown role, max_tokens 0) are HTTP 500, which the judge
+retries as server faults; `n` > 1 returns one choice; a local GGUF (SmolLM2-135M Q4_1,
+`serve DIR:file.gguf`) fails at start-up with TypeError (config.architectures is None); start-up
+takes 13-25 s on 2 CPUs against a thread start here.
 """
 from __future__ import annotations
 

@@ -28,6 +28,7 @@ from igrpo_core.data import load_dataset
 from igrpo_core.models import (autocast_dtype, context_length, load_model, load_tokenizer, make_engine,
                                resolve_device, setup_threads, weight_dtype)
 from igrpo_core.prompts import attach_draft, render_prompt
+from igrpo_core.rewards import RewardFn, build_reward_fns
 
 Callback = Callable[[int, dict], None]
 
@@ -109,7 +110,8 @@ def sequence_logps(model, prompt_ids, completion_ids, *, pad_id: int, device, am
 class Trainer:
     """Holds the state of one run: model, optimizer, scheduler, engine, run directory."""
 
-    def __init__(self, cfg: Config, callbacks: list[Callback] | None = None):
+    def __init__(self, cfg: Config, callbacks: list[Callback] | None = None,
+                 custom_rewards: dict[str, tuple[RewardFn, float]] | None = None):
         self.cfg, self.callbacks = cfg, callbacks or []
         setup_threads(cfg.torch_threads)
         self.device = resolve_device(cfg.device)
@@ -122,9 +124,11 @@ class Trainer:
         self.tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.gguf_file)
         check_prompt_budget(self.tokenizer, self.examples, cfg)
         check_context(context_length(cfg.model_name_or_path, cfg.gguf_file), cfg)
+        self.judge = None
         if "judge" in cfg.reward_funcs:  # generative judge (paper Table 3): drafts and advantages use it
-            from igrpo_core.judge import register_judge
-            self.judge = register_judge(cfg)
+            from igrpo_core.judge import build_judge
+            self.judge = build_judge(cfg)
+        self.reward_fns = build_reward_fns(cfg, judge=self.judge, custom=custom_rewards)
         records.init_run_dir(self.run_dir, cfg.to_dict())
         records.append_provenance(self.run_dir, provenance.collect(
             model=cfg.model_name_or_path, gguf_file=cfg.gguf_file, device=str(self.device), dtype=cfg.dtype,
@@ -193,7 +197,7 @@ class Trainer:
                                 max_new_tokens=cfg.max_completion_length,
                                 seed=(cfg.seed * 1_000_003 + step * 101 + batch_index * 7) % 2**31)
         collect = collect_igrpo if cfg.algo == "igrpo" else collect_grpo
-        return collect(self.engine, self.tokenizer, batch, cfg, step, params)
+        return collect(self.engine, self.tokenizer, batch, cfg, step, params, self.reward_fns)
 
     def _micro_batches(self, ro: Rollout):
         n, mb = len(ro.completion_ids), self.cfg.per_device_train_batch_size
@@ -302,6 +306,7 @@ def _merge_stats(stats: list[dict]) -> dict:
     return out
 
 
-def train(cfg: Config, callbacks: list[Callback] | None = None) -> Path:
-    """Train (or resume) one run; returns its run directory."""
-    return Trainer(cfg, callbacks).train()
+def train(cfg: Config, callbacks: list[Callback] | None = None,
+          custom_rewards: dict[str, tuple[RewardFn, float]] | None = None) -> Path:
+    """Train (or resume) one run; returns its run directory. custom_rewards: {name: (fn, weight)}."""
+    return Trainer(cfg, callbacks, custom_rewards).train()

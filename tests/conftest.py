@@ -32,3 +32,21 @@ def small_config(tmp_path, **overrides):
                 per_device_train_batch_size=8, generation_batch_size=32, run_name="t")
     base.update(overrides)
     return Config(**base)
+
+
+@pytest.fixture(scope="session")
+def tiny_served(tiny_model_path, tiny_tokenizer):
+    """igrpo_core.serve over the shipped tiny model on a free loopback port: (server, engine)."""
+    import torch
+
+    from igrpo_core import serve
+    from igrpo_core.engine import TransformersEngine
+    from igrpo_core.models import load_model
+    torch.set_num_threads(1)
+    model = load_model(tiny_model_path, tiny_tokenizer, device=torch.device("cpu"), dtype=torch.float32)
+    engine = TransformersEngine(model, tiny_tokenizer, batch_size=16)
+    server, thread = serve.start_server(engine, tiny_tokenizer, "tiny-arith")
+    try:
+        yield server, engine
+    finally:
+        serve.stop_server(server, thread)

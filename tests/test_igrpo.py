@@ -10,6 +10,7 @@ from igrpo_core import losses
 from igrpo_core.config import Config
 from igrpo_core.engine import Completion, SamplingParams
 from igrpo_core.igrpo import collect_grpo, collect_igrpo, select_draft
+from igrpo_core.rewards import build_reward_fns
 
 
 @pytest.mark.parametrize("rewards, lengths, tie_break, expected", [
@@ -64,7 +65,8 @@ def test_igrpo_conditions_stage_two_on_the_best_draft_and_trains_refinements_onl
     drafts = [["wrong 4", ans(3)], [ans(7), ans(8)]]                 # q0: draft 1 right; q1: both wrong
     refines = [[ans(3), ans(3), ans(5)], [ans(10), ans(9), ans(9)]]
     engine = ScriptedEngine([drafts, refines])
-    ro = collect_igrpo(engine, tiny_tokenizer, EXAMPLES, cfg, step=1, params=SamplingParams(seed=11))
+    ro = collect_igrpo(engine, tiny_tokenizer, EXAMPLES, cfg, step=1, params=SamplingParams(seed=11),
+                       reward_fns=build_reward_fns(cfg))
 
     (d_prompts, d_params), (r_prompts, r_params) = engine.calls
     assert d_params.n == 2 and r_params.n == 3 and r_params.seed != d_params.seed
@@ -92,7 +94,7 @@ def test_igrpo_conditions_stage_two_on_the_best_draft_and_trains_refinements_onl
 def test_all_drafts_failed_question_only_sends_the_bare_question(tiny_tokenizer):
     cfg = Config(algo="igrpo", num_generations=4, num_drafts=2, all_drafts_failed="question_only")
     engine = ScriptedEngine([[["no", "nope"], ["x", "y"]], [["a", "b"], ["c", "d"]]])
-    collect_igrpo(engine, tiny_tokenizer, EXAMPLES, cfg, step=1, params=SamplingParams(seed=3))
+    collect_igrpo(engine, tiny_tokenizer, EXAMPLES, cfg, step=1, params=SamplingParams(seed=3), reward_fns=build_reward_fns(cfg))
     (d_prompts, _), (r_prompts, _) = engine.calls
     assert r_prompts == d_prompts                                               # no draft attached
 
@@ -100,7 +102,7 @@ def test_all_drafts_failed_question_only_sends_the_bare_question(tiny_tokenizer)
 def test_grpo_is_one_group_on_the_question(tiny_tokenizer):
     cfg = Config(algo="grpo", num_generations=3)
     engine = ScriptedEngine([[[ans(3), "no", ans(4)], [ans(10)] * 3]])
-    ro = collect_grpo(engine, tiny_tokenizer, EXAMPLES, cfg, step=2, params=SamplingParams(seed=1))
+    ro = collect_grpo(engine, tiny_tokenizer, EXAMPLES, cfg, step=2, params=SamplingParams(seed=1), reward_fns=build_reward_fns(cfg))
     assert len(engine.calls) == 1 and {r["stage"] for r in ro.rows} == {"grpo"}
     assert ro.adv[3:].tolist() == [0.0, 0.0, 0.0]                              # equal rewards: no signal
     assert ro.stats["frac_zero_std"] == 0.5

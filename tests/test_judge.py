@@ -1,6 +1,7 @@
 """Generative judge: verdict parsing (literal strings), a REAL model behind a REAL loopback HTTP server
-(igrpo_core.serve over the shipped tiny model; SmolLM2-135M-Instruct in the slow tests), bounded
-retries against real sockets, and the trainer wiring. No canned scores anywhere."""
+(igrpo_core.serve over the shipped tiny model, fixture `tiny_served` in conftest; SmolLM2-135M-Instruct
+in the slow tests), bounded retries against real sockets, and the trainer wiring. No canned scores
+anywhere. The server's own API tests are in test_serve.py."""
 import socket
 import subprocess
 import time
@@ -8,12 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import ROOT, small_config
+
 from igrpo_core import judge as J
 from igrpo_core import records, rewards, serve
-from igrpo_core.engine import TransformersEngine
-from igrpo_core.models import load_model
 
 # --------------------------------------------------------------------------- parsing
 
@@ -61,60 +60,18 @@ def test_judge_prompt_is_fixed_and_keeps_the_end_of_long_solutions():
         J.Judge(backend=None, template="no placeholders")
 
 
-def test_a_raising_judge_is_recorded_by_the_reward_registry_not_a_silent_zero():
+def test_a_raising_judge_is_a_recorded_reward_status_not_a_silent_zero():
     def parse_only(completion, example):  # the parsing path of the judge on a literal reply
         return J.parse_verdict(completion)
 
-    rewards.register_reward("verdict_parse", parse_only)
-    ok = rewards.score_one("Score: 0.7", {"answer": "1"}, ["verdict_parse"], [1.0])
-    bad = rewards.score_one("no idea", {"answer": "1"}, ["verdict_parse"], [1.0])
+    fns = {"verdict_parse": rewards.WeightedReward(parse_only, 1.0)}
+    ok = rewards.score_one("Score: 0.7", {"answer": "1"}, fns)
+    bad = rewards.score_one("no idea", {"answer": "1"}, fns)
     assert ok.total == pytest.approx(0.7) and ok.status == "ok"
     assert bad.status.startswith("error: verdict_parse: JudgeParseError") and rewards.is_failure(bad.status)
 
 
 # --------------------------------------------------------------------------- a real server over the tiny model
-
-@pytest.fixture(scope="module")
-def tiny_served(tiny_model_path, tiny_tokenizer):
-    torch.set_num_threads(1)
-    model = load_model(tiny_model_path, tiny_tokenizer, device=torch.device("cpu"), dtype=torch.float32)
-    engine = TransformersEngine(model, tiny_tokenizer, batch_size=16)
-    server, thread = serve.start_server(engine, tiny_tokenizer, "tiny-arith")
-    try:
-        yield server, engine
-    finally:
-        serve.stop_server(server, thread)
-
-
-def test_server_speaks_the_openai_chat_api(tiny_served):
-    server, _ = tiny_served
-    backend = J.HTTPJudgeBackend(server.url, timeout_s=30, retries=0)
-    assert backend.model_name == "tiny-arith"  # discovered through GET /v1/models
-    text = backend.complete_one("", "Compute 2+3.")
-    assert isinstance(text, str) and text
-    body = backend._request("/chat/completions", {"messages": [{"role": "user", "content": "Compute 1+1."}],
-                                                  "max_tokens": 5, "temperature": 0})
-    assert body["object"] == "chat.completion" and body["usage"]["completion_tokens"] <= 5
-    assert body["choices"][0]["finish_reason"] in ("stop", "length")
-
-
-@pytest.mark.parametrize("payload, fragment", [
-    (b"not json", "not JSON"), (b'{"messages": []}', "non-empty"),
-    (b'{"messages": [{"role": "robot", "content": "x"}]}', "role"),
-    (b'{"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}', "max_tokens"),
-])
-def test_server_answers_bad_requests_with_400_and_stays_up(tiny_served, payload, fragment):
-    import json
-    import urllib.error
-    import urllib.request
-    server, _ = tiny_served
-    req = urllib.request.Request(server.url + "/chat/completions", data=payload,
-                                 headers={"Content-Type": "application/json"})
-    with pytest.raises(urllib.error.HTTPError) as err:
-        urllib.request.urlopen(req, timeout=10)
-    assert err.value.code == 400 and fragment in json.loads(err.value.read())["error"]["message"]
-    assert J.HTTPJudgeBackend(server.url, timeout_s=10, retries=0).list_models() == ["tiny-arith"]
-
 
 def test_http_and_local_backends_give_the_same_greedy_verdicts(tiny_served, tiny_tokenizer):
     """Real model output through both backends; each outcome is a score in [0, 1] or a recorded parse error."""
@@ -134,9 +91,8 @@ def test_http_and_local_backends_give_the_same_greedy_verdicts(tiny_served, tiny
             assert 0.0 <= x <= 1.0 and x == y
         else:
             assert isinstance(x, J.JudgeParseError)
-    for sol, ex, res in zip(sols, exs, a):  # through the reward registry: failures are recorded statuses
-        rewards.register_reward("judge_http_test", via_http)
-        s = rewards.score_one(sol, ex, ["judge_http_test"], [1.0])
+    for sol, ex, res in zip(sols, exs, a):  # as a reward: failures are recorded statuses
+        s = rewards.score_one(sol, ex, {"judge_http_test": rewards.WeightedReward(via_http, 1.0)})
         assert (s.status == "ok") == isinstance(res, float)
         if s.status != "ok":
             assert s.status.startswith("error: judge_http_test: JudgeParseError")
@@ -218,7 +174,7 @@ def test_silent_endpoint_times_out_within_the_bound():
 # --------------------------------------------------------------------------- trainer wiring
 
 
-def test_trainer_registers_the_configured_judge_for_drafts_and_refinements(tmp_path, tiny_served):
+def test_trainer_passes_the_configured_judge_to_drafts_and_refinements(tmp_path, tiny_served):
     """reward_funcs=["judge"] reaches both iGRPO stages; here every judge call fails (the fixed prompt does
     not fit the tiny judge's 512 positions), and each failure is recorded on its row, not a silent 0."""
     from igrpo_core import trainer as T
@@ -226,14 +182,15 @@ def test_trainer_registers_the_configured_judge_for_drafts_and_refinements(tmp_p
     before = server.requests_received
     cfg = small_config(tmp_path, max_steps=1, prompts_per_step=2, reward_funcs=["judge", "format"],
                        reward_weights=[1.0, 1.0], judge_model=server.url)
-    run_dir = T.train(cfg)
+    tr = T.Trainer(cfg)
+    assert isinstance(tr.judge, J.Judge) and tr.reward_fns["judge"].fn is tr.judge
+    run_dir = tr.train()
     r = records.read_rollouts(run_dir)
     assert set(r["stage"]) == {"draft", "refine"} and r.height == 2 * 4
     assert r["reward_judge"].null_count() == 0
     assert r["reward_status"].str.starts_with("error: judge: JudgeRequestError").all()
     assert records.read_metrics(run_dir)["reward_failures"][0] == r.height
     assert server.requests_received - before == r.height
-    assert isinstance(rewards._CUSTOM["judge"], J.Judge)
 
 
 # --------------------------------------------------------------------------- SmolLM2-135M-Instruct (slow)

@@ -114,17 +114,13 @@ def test_prompt_budget_checked_before_model_loads(tmp_path, monkeypatch):
 
 
 def test_reward_that_raises_is_recorded_not_swallowed(tmp_path):
-    from igrpo_core import rewards
-
     def flaky(completion, example):
         if "1" in completion:
             raise ZeroDivisionError("bad reward")
         return 0.5
 
-    rewards.register_reward("flaky_test", flaky)
-    cfg = small_config(tmp_path, algo="grpo", max_steps=1, reward_funcs=["accuracy", "flaky_test"],
-                       reward_weights=[1.0, 2.0])
-    run_dir = T.train(cfg)
+    cfg = small_config(tmp_path, algo="grpo", max_steps=1, reward_funcs=["accuracy"], reward_weights=[1.0])
+    run_dir = T.train(cfg, custom_rewards={"flaky_test": (flaky, 2.0)})  # passed explicitly, no registry
     r = records.read_rollouts(run_dir)
     failed = r.filter(pl.col("reward_status").str.contains("flaky_test: ZeroDivisionError"))
     assert failed.height > 0                       # every failure is on its row...
