@@ -232,3 +232,16 @@ def test_models_resolve_run_dirs_checkpoints_and_plain_paths(tmp_path, tiny_mode
     assert got["r1"] == (str(run / "checkpoints" / "step_000002" / "model"), run / "eval")
     assert got["r1@step_000002"][1] == run / "eval"
     assert got["tiny-arith"][1] == tmp_path / "runs" / "eval-tiny-arith"
+
+
+def test_base_algo_gspo_and_dapo_arms_are_off_policy():
+    """Bug: GSPO and DAPO arms ran at num_iterations=1, where the ratio is 1, neither clip range acts
+    and GSPO equals GRPO. They now take 2 updates per rollout batch (TRL's GSPO recipe), and the
+    notebook says so."""
+    algos, _ = _arms("base_algo")
+    for name in ("dapo", "igrpo(dapo)", "gspo", "igrpo(gspo)"):
+        assert algos[name].num_iterations == 2, name
+    from pathlib import Path
+    book = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / "ablations.ipynb").read_text())
+    md = "".join("".join(c["source"]) for c in book["cells"] if c["cell_type"] == "markdown")
+    assert "num_iterations = 2" in md
