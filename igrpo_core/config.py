@@ -85,7 +85,9 @@ class Config:
     # --- run ---
     seed: int = 0
     device: str = "auto"                  # "auto" (cuda if available) | "cpu" | "cuda"
-    dtype: str = "auto"                   # "auto" (bf16 on cuda, fp32 on cpu) | "float32" | "bfloat16"
+    dtype: str = "auto"                   # COMPUTE dtype: "auto" (bf16 on cuda, fp32 on cpu) | "float32" | "bfloat16";
+                                          # training keeps fp32 weights + AdamW state and autocasts to it (TRL: bf16=True)
+    gradient_checkpointing: bool = False  # recompute activations in backward (TRL's name); saves memory on long completions
     torch_threads: int | None = 1         # CPU threads; 1 is fastest on small shared machines
     save_steps: int = 30                  # checkpoint every N steps (and at the end)
     save_total_limit: int = 2             # keep this many newest checkpoints
@@ -116,7 +118,9 @@ class Config:
         choice("all_drafts_failed", {"append", "question_only"})
         choice("rollout_engine", {"transformers", "vllm"})
         choice("device", {"auto", "cpu", "cuda"})
-        choice("dtype", {"auto", "float32", "bfloat16", "float16"})
+        choice("dtype", {"auto", "float32", "bfloat16"})  # float16 would need loss scaling (not implemented)
+        if not isinstance(self.gradient_checkpointing, bool):
+            errs.append(f"gradient_checkpointing must be true or false, got {self.gradient_checkpointing!r}")
         if self.algo == "igrpo":
             if not 1 <= self.num_drafts < self.num_generations:
                 errs.append(f"iGRPO needs 1 <= num_drafts < num_generations under a matched budget, "

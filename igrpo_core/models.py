@@ -19,15 +19,26 @@ def resolve_device(device: str) -> torch.device:
 
 
 def weight_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """Weights stay fp32 under "auto" (bf16 autocast on GPU); "bfloat16" stores bf16 weights."""
+    """Storage dtype for inference-only models (evaluation, judge, serving): the compute dtype.
+
+    Training never uses this: the trainer keeps fp32 parameters and optimizer state and computes
+    under autocast (`autocast_dtype`), because AdamW updates at lr ~1e-6 vanish in bf16 weights.
+    """
     if dtype in ("auto", "float32"):
         return torch.float32
     return {"bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
 def autocast_dtype(dtype: str, device: torch.device) -> torch.dtype | None:
-    if device.type == "cuda" and dtype == "auto":
+    """Compute dtype for autocast over fp32 weights; None means plain fp32.
+
+    "auto" is bf16 on CUDA and fp32 on CPU; "bfloat16" is bf16 on any device (CPU autocast
+    supports it); "float16" only on CUDA (CPU autocast has no float16 matmuls worth using).
+    """
+    if dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda"):
         return torch.bfloat16
+    if dtype == "float16" and device.type == "cuda":
+        return torch.float16
     return None
 
 

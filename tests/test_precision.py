@@ -53,22 +53,23 @@ def test_bf16_compute_at_paper_lr_moves_weights_like_fp32(tmp_path):
     bf16's spacing for almost every weight, so nothing moved. Now parameters and optimizer state stay
     fp32 and only the compute is bf16 (autocast).
 
-    Tolerances (measured, then given ~2x slack): the weight change after each of 3 steps points the
-    same way as fp32's (cosine > 0.95) with the same size (ratio within 10%); the surrogate objective's
-    gain J_k - J_0 after each step is within 10% of fp32's.
+    Tolerances: the weight change after each of 3 steps points the same way as fp32's (cosine > 0.97;
+    measured 0.987-0.990) with the same size (norm ratio within 2%; measured 0.997-1.000); the
+    surrogate objective's gain J_k - J_0 after each step is within 1% of fp32's (measured 0.1%).
+    Before the fix the cosine was 0.086: almost no bf16 weight moved.
     """
     torch.set_num_threads(1)
     fp32, ro, traj32, d32 = _three_updates(tmp_path, "float32", None)
     bf16, _, traj16, d16 = _three_updates(tmp_path, "bfloat16", ro)
     for a, b in zip(d16, d32):
         cos = torch.nn.functional.cosine_similarity(a, b, dim=0).item()
-        assert cos > 0.95, cos
-        assert 0.9 < a.norm().item() / b.norm().item() < 1.1
+        assert cos > 0.97, cos
+        assert 0.98 < a.norm().item() / b.norm().item() < 1.02
     gains32 = [j - traj32[0] for j in traj32[1:]]
     gains16 = [j - traj16[0] for j in traj16[1:]]
     assert all(g > 0 for g in gains32)                                                 # the step ascends J
     for g16, g32 in zip(gains16, gains32):
-        assert g16 == pytest.approx(g32, rel=0.1), (gains16, gains32)
+        assert g16 == pytest.approx(g32, rel=0.01), (gains16, gains32)
     assert bf16.amp == torch.bfloat16
     assert all(p.dtype == torch.float32 for p in bf16.model.parameters())           # fp32 master weights
     assert all(s.dtype == torch.float32 for st in bf16.opt.state.values() for s in st.values()
@@ -138,7 +139,8 @@ def test_gradient_checkpointing_gives_the_same_gradients(tmp_path):
                                     per_device_train_batch_size=3, max_grad_norm=1e9))
         ro = ro or _fixed_rollout(tr)
         calls, use_cache = [], []
-        tr.model.model.layers[0].register_forward_hook(lambda *a: calls.append(1))
+        # a pre-hook: checkpoint's recompute stops early, before the layer's forward hooks would fire
+        tr.model.model.layers[0].register_forward_pre_hook(lambda *a: calls.append(1))
         real_forward = tr.model.forward
 
         def spy(*args, **kwargs):
