@@ -174,3 +174,14 @@ def test_vllm_engine_stops_on_the_shared_eos_set_and_never_appends(monkeypatch, 
     assert sorted(calls["params"][0].stop_token_ids) == [1, 7]
     assert [(c.ids, c.finish_reason) for c in out] == [([5, 7], "stop"), ([5, 6], "stop"), ([5, 1], "stop"),
                                                        ([5, 6, 8], "length")]
+
+
+def test_vllm_pure_helpers_seeds_and_completion_post_processing():
+    """The vLLM engine's seed derivation and post-processing, tested without vllm."""
+    from igrpo_core.engine_vllm import finish_completion, request_seeds
+    assert request_seeds(7, 3) == request_seeds(7, 3) and len(set(request_seeds(7, 64))) == 64
+    assert all(0 <= s < 2**62 for s in request_seeds(7, 64))
+    assert not set(request_seeds(7, 64)) & set(request_seeds(8, 64))
+    assert finish_completion((4, 7, 9), "stop", {1, 7}) == ([4, 7], "stop")
+    assert finish_completion((4, 5), "stop", {1, 7}) == ([4, 5], "stop")       # nothing appended
+    assert finish_completion((4, 5), "length", {1, 7}) == ([4, 5], "length")
