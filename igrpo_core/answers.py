@@ -150,6 +150,27 @@ def extract_answer(text: str) -> str | None:
     return _last_phrase(text)
 
 
+def answer_start(text: str) -> int | None:
+    """Offset where the match `extract_answer` reads begins (its \\boxed, <answer> or phrase), or None.
+
+    Follows extract_answer's precedence, so text[answer_start(text):] extracts the same answer; draft
+    truncation keeps the tail from here.
+    """
+    if _last_boxed(text):
+        for m in reversed(list(_BOXED_RE.finditer(text))):  # the last *complete* one
+            if _last_boxed(text[m.start():]):
+                return m.start()
+    start = text.rfind("<answer>")
+    if start >= 0:
+        end = text.find("</answer>", start)
+        if text[start + len("<answer>") : end if end >= 0 else len(text)].strip():
+            return start
+    last = None
+    for last in _PHRASE_RE.finditer(text):
+        pass
+    return last.start() if last is not None and _last_phrase(text) else None
+
+
 # --------------------------------------------------------------------------- parse + verify
 
 def _call_with_time_limit(seconds: float | None, fn, *args):

@@ -5,6 +5,7 @@ Deliberately left out: quantisation, LoRA, multi-GPU placement.
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -74,8 +75,8 @@ def load_tokenizer(name_or_path: str, gguf_file: str | None = None):
     tok = _from_pretrained(AutoTokenizer, name_or_path, **kwargs)
     if tok.pad_token_id is None:  # never reuse EOS as pad silently: add a dedicated pad token
         tok.add_special_tokens({"pad_token": "<|igrpo_pad|>"})
-    if tok.chat_template is None:
-        raise ValueError(f"tokenizer of {name_or_path} has no chat template; prompts cannot be rendered")
+    if tok.chat_template is None:  # a base model: prompts.render_prompt falls back to plain text
+        warnings.warn(f"tokenizer of {name_or_path} has no chat template; prompts are rendered as plain text")
     return tok
 
 

@@ -2,6 +2,7 @@
 
 Layout of runs/<run_name>/ (documented in the README; the dashboard and notebooks read only this):
     config.json              resolved Config, written first
+    prompt_format.json       {"prompt_format": "chat" | "plain"} (plain: the tokenizer has no chat template)
     status.json              {"state": running|finished|failed, "step", "max_steps", "updated", "error"}
     metrics.parquet          one row per optimizer step (METRIC_COLUMNS, more columns may appear)
     rollouts/step_XXXXXX.parquet   one row per completion of that step (ROLLOUT_SCHEMA)

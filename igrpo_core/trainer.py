@@ -26,7 +26,7 @@ from igrpo_core.engine import SamplingParams
 from igrpo_core.igrpo import Rollout, collect_grpo, collect_igrpo
 from igrpo_core.models import (autocast_dtype, load_examples, load_model, load_tokenizer, resolve_device,
                                setup_threads)
-from igrpo_core.prompts import attach_draft, render_prompt
+from igrpo_core.prompts import attach_draft, prompt_format, render_prompt
 
 Callback = Callable[[int, dict], None]
 
@@ -119,6 +119,8 @@ class Trainer:
             from igrpo_core.judge import register_judge
             self.judge = register_judge(cfg)
         records.init_run_dir(self.run_dir, cfg.to_dict())
+        # chat template or plain text (base models): which one a run used is part of its evidence
+        records.write_json(self.run_dir / "prompt_format.json", {"prompt_format": prompt_format(self.tokenizer)})
         torch.manual_seed(cfg.seed)
         # fp32 master weights and AdamW state; cfg.dtype is only the autocast compute dtype (self.amp):
         # an lr-1e-6 update of a bf16 weight is below bf16's spacing and would round away.

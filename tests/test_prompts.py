@@ -81,9 +81,17 @@ def test_tokenizer_without_chat_template_gets_plain_text_prompts(tiny_model_path
     """Bug: load_tokenizer raised for base models without a chat template. Now prompts are plain text
     (system prompt, blank line, question), as TRL allows, and prompt_format says which was used."""
     from igrpo_core.models import load_tokenizer
-    tok = load_tokenizer(_tokenizer_without_chat_template(tiny_model_path, tmp_path / "base"))
+    base = _tokenizer_without_chat_template(tiny_model_path, tmp_path / "base")
+    with pytest.warns(UserWarning, match="no chat template"):
+        tok = load_tokenizer(base)
     from igrpo_core.prompts import prompt_format
     assert tok.chat_template is None and prompt_format(tok) == "plain"
     assert render_prompt(tok, "Compute 1+2.", None) == tok("Compute 1+2.")["input_ids"]
     assert tok.decode(render_prompt(tok, "Compute 1+2.", "Sys")) == "Sys\n\nCompute 1+2."
     assert prompt_format(load_tokenizer(tiny_model_path)) == "chat"
+    from conftest import small_config
+    from igrpo_core import records
+    from igrpo_core.trainer import Trainer
+    with pytest.warns(UserWarning, match="no chat template"):
+        tr = Trainer(small_config(tmp_path, model_name_or_path=base, algo="grpo"))
+    assert records.read_json(tr.run_dir / "prompt_format.json") == {"prompt_format": "plain"}
