@@ -2,14 +2,16 @@
 
 A reward function is `(completion: str, example: dict) -> float`. Built-ins: "accuracy", "format";
 "judge" (a generative judge, see judge.py) is attached by the trainer when configured. Users add
-their own with `register_reward`. A reward that raises, or an answer check that times out, gives 0
-for that part AND a recorded status on the rollout row, so failures are counted, never swallowed.
+their own with `register_reward`. A reward that raises or returns NaN/inf, or an answer check that
+times out, gives 0 for that part AND a recorded status on the rollout row, so failures are counted,
+never swallowed.
 No reward path executes model text.
 
 Deliberately left out: learned reward models, length penalties.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Callable
@@ -72,6 +74,10 @@ def score_one(completion: str, example: dict, funcs: list[str], weights: list[fl
         except Exception as exc:  # recorded on the row and counted in metrics, not swallowed
             parts[name] = 0.0
             statuses.append(f"error: {name}: {type(exc).__name__}: {exc}"[:300])
+            continue
+        if not math.isfinite(parts[name]):  # NaN/inf would poison selection and advantages: a failure
+            statuses.append(f"error: {name}: non-finite reward {parts[name]}")
+            parts[name] = 0.0
     total = sum(w * parts[n] for n, w in zip(funcs, weights))
     return Score(total, parts, "; ".join(statuses) or "ok", extracted)
 
