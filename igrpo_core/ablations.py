@@ -4,7 +4,9 @@ A family maps a base Config to arms: `(arm name, overrides)`. Families (arXiv 26
     split      N/G split of a fixed total budget (e.g. 8 = 2+6, 4+4, 6+2), GRPO at the same total
     budget     total budget {4, 8, 16, 32}: GRPO (G = total) vs iGRPO (N = G = total / 2)
     beta       KL coefficient {0, 1e-4, 1e-3, 1e-2} on the base algorithm
-    base_algo  iGRPO wrapped around GRPO / DAPO / GSPO, each vs its plain version
+    base_algo  iGRPO wrapped around GRPO / DAPO / GSPO, each vs its plain version; the DAPO and GSPO
+               arms use num_iterations=2 (TRL's GSPO recipe): at 1 the ratio is 1, no clip range acts
+               and GSPO equals GRPO
     reward     rule-based reward vs a generative judge (needs judge_model; else skipped with a note)
     seeds are a separate axis: every arm runs once per seed.
 
@@ -14,8 +16,7 @@ identical (e.g. "split 4+4" and "beta 0") train once and share the run. `summari
 seeds.
 
 Deliberately left out: DAPO's dynamic sampling and overlong reward shaping (only its loss
-normalisation and clip-higher are ours), GSPO's multiple updates per batch (set num_iterations),
-and any plotting.
+normalisation and clip-higher are ours), and any plotting.
 """
 from __future__ import annotations
 
@@ -32,8 +33,10 @@ from igrpo_core.config import Config
 
 Arms = list[tuple[str, dict]]
 
-DAPO = {"loss_type": "dapo", "epsilon": 0.2, "epsilon_high": 0.28}    # token-level norm + clip-higher
-GSPO = {"importance_sampling_level": "sequence", "epsilon": 3e-4, "epsilon_high": 4e-4}  # GSPO paper ranges
+# Both off-policy (2 updates per rollout batch, as TRL's GSPO recipe): their clip ranges only act when ratio != 1.
+DAPO = {"loss_type": "dapo", "epsilon": 0.2, "epsilon_high": 0.28, "num_iterations": 2}  # token norm + clip-higher
+GSPO = {"importance_sampling_level": "sequence", "epsilon": 3e-4, "epsilon_high": 4e-4,
+        "num_iterations": 2}  # GSPO paper ranges
 BETAS = (0.0, 1e-4, 1e-3, 1e-2)
 TOTALS = (4, 8, 16, 32)
 

@@ -147,9 +147,10 @@ def last_boxed(text: str, *, strict: bool = False, skip_unclosed: bool = True) -
     return next((c for _, _, c in reversed(boxes) if c is not None), None)
 
 
-def _final_group(text: str) -> str | None:
-    """The final answer among the boxes: the last box, or, when the boxes before it are joined to it
-    by separators only (`,` `;` "and" "or" \\quad `$` `x =`), all of them as one list "a, b".
+def _final_group(text: str) -> tuple[int, str] | None:
+    """(start offset, answer) of the final answer among the boxes: the last box, or, when the boxes
+    before it are joined to it by separators only (`,` `;` "and" "or" \\quad `$` `x =`), all of them
+    as one list "a, b".
     Repeats collapse ("3 and 3" is 3). A correction ("\\boxed{2}, no wait, \\boxed{3}") is not
     joined: words other than and/or end the group."""
     boxes = [b for b in _boxes(text) if b[2] is not None]
@@ -165,7 +166,7 @@ def _final_group(text: str) -> str | None:
     answer = ", ".join(contents)
     if len(contents) == 1 and _TRAILING_PERCENT_RE.match(text, group[-1][1]):
         answer += "\\%"  # "\boxed{25}\%" or "\boxed{25} percent": 25 percent, not 25
-    return answer
+    return group[0][0], answer
 
 
 def _clean_phrase(s: str) -> str:
@@ -196,9 +197,9 @@ def _last_phrase(text: str) -> str | None:
 def extract_answer(text: str) -> str | None:
     """Final answer substring of a completion, or None. Linear time; never raises on a str.
     Several final boxes joined by separators become one list answer (see _final_group)."""
-    boxed = _final_group(text)
-    if boxed:
-        return boxed
+    group = _final_group(text)
+    if group and group[1]:
+        return group[1]
     start = text.rfind("<answer>")
     if start >= 0:
         end = text.find("</answer>", start)
@@ -206,6 +207,26 @@ def extract_answer(text: str) -> str | None:
         if content:
             return _last_phrase(content) or _clean_phrase(content) or content
     return _last_phrase(text)
+
+
+def answer_start(text: str) -> int | None:
+    """Offset where the match `extract_answer` reads begins (its \\boxed, <answer> or phrase), or None.
+
+    Follows extract_answer's precedence, so text[answer_start(text):] extracts the same answer; draft
+    truncation keeps the tail from here.
+    """
+    group = _final_group(text)
+    if group and group[1]:
+        return group[0]
+    start = text.rfind("<answer>")
+    if start >= 0:
+        end = text.find("</answer>", start)
+        if text[start + len("<answer>") : end if end >= 0 else len(text)].strip():
+            return start
+    last = None
+    for last in _PHRASE_RE.finditer(text):
+        pass
+    return last.start() if last is not None and _last_phrase(text) else None
 
 
 # --------------------------------------------------------------------------- parse + verify

@@ -92,7 +92,9 @@ class Config:
     # --- run ---
     seed: int = 0
     device: opt.Device = "auto"           # "auto" (cuda if available) | "cpu" | "cuda"
-    dtype: opt.Dtype = "auto"             # "auto" (bf16 on cuda, fp32 on cpu) | "float32" | "bfloat16"
+    dtype: opt.Dtype = "auto"             # COMPUTE dtype: "auto" (bf16 on cuda, fp32 on cpu) | "float32" | "bfloat16";
+                                          # training keeps fp32 weights + AdamW state and autocasts to it (TRL: bf16=True)
+    gradient_checkpointing: bool = False  # recompute activations in backward (TRL's name); saves memory on long completions
     torch_threads: int | None = 1         # CPU threads; 1 is fastest on small shared machines
     save_steps: int = 30                  # checkpoint every N steps (and at the end)
     save_total_limit: int = 2             # keep this many newest checkpoints
@@ -113,6 +115,8 @@ class Config:
         for name, allowed in literal_fields().items():
             if getattr(self, name) not in allowed:
                 errs.append(f"{name}={getattr(self, name)!r} is not one of {list(allowed)}")
+        if not isinstance(self.gradient_checkpointing, bool):
+            errs.append(f"gradient_checkpointing must be true or false, got {self.gradient_checkpointing!r}")
         if self.algo == "igrpo":
             if not 1 <= self.num_drafts < self.num_generations:
                 errs.append(f"iGRPO needs 1 <= num_drafts < num_generations under a matched budget, "

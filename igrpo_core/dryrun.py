@@ -38,6 +38,8 @@ class ApproxTokenizer:
     It only has what prompts.render_prompt and build_refine_prompt call, so those run unchanged.
     """
 
+    chat_template = "approximate"   # render through apply_chat_template, as a chat model would
+
     def __init__(self, chars_per_token: float = 3.6):
         self.chars_per_token = chars_per_token
 

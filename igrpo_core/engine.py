@@ -8,12 +8,17 @@ Completion conventions (shared by every engine):
 - a completion ends at its first EOS, and that EOS is part of the completion (and of the loss);
   everything after it is discarded, so padding is never confused with EOS;
 - finish_reason is "stop" when EOS was produced, "length" when max_new_tokens ran out;
-- text is decoded with special tokens removed.
+- text is decoded with special tokens removed;
+- the EOS set is the model's generation config's EOS ids plus the tokenizer's (`merge_eos_ids`);
+- sampling uses temperature / top-p / top-k / max new tokens / EOS and nothing else: settings a
+  checkpoint ships in its generation_config.json (repetition_penalty, no_repeat_ngram_size,
+  min_length, ...) would make the samples come from a policy the loss does not model.
 
 Deliberately left out: beam search, logit processors beyond temperature/top-p/top-k.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -56,8 +61,13 @@ def cut_at_eos(ids: list[int], eos_ids: set[int]) -> tuple[list[int], str]:
 
 
 def eos_token_ids(model, tokenizer) -> set[int]:
+    return merge_eos_ids(getattr(model, "generation_config", None), tokenizer)
+
+
+def merge_eos_ids(generation_config, tokenizer) -> set[int]:
+    """EOS ids of a generation config (may be None) plus the tokenizer's; one set for every engine."""
     ids = set()
-    for src in (getattr(model, "generation_config", None), tokenizer):
+    for src in (generation_config, tokenizer):
         eos = getattr(src, "eos_token_id", None)
         if eos is not None:
             ids.update(eos if isinstance(eos, (list, tuple)) else [eos])
@@ -76,11 +86,38 @@ def left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, 
     return ids.to(device), mask.to(device)
 
 
-class TransformersEngine:
-    """Samples with the policy itself through `model.generate`."""
+def build_generation_config(params: SamplingParams, eos_ids: set[int], pad_id: int):
+    """An explicit GenerationConfig holding only our sampling settings (nothing from a checkpoint)."""
+    from transformers import GenerationConfig
+    common = dict(max_new_tokens=params.max_new_tokens, eos_token_id=sorted(eos_ids), pad_token_id=pad_id,
+                  use_cache=True)
+    if params.greedy:
+        return GenerationConfig(do_sample=False, **common)
+    # top_k must be 0, not None: None would fall back to transformers' global default of 50.
+    return GenerationConfig(do_sample=True, temperature=params.temperature, top_p=params.top_p,
+                            top_k=params.top_k, **common)
 
-    def __init__(self, model, tokenizer, batch_size: int = 128):
-        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+
+@contextmanager
+def only_generation_config(model, gen_config):
+    """Make `gen_config` the model's generation config for one `generate` call.
+
+    Passing generation_config= is not enough: generate fills every field left None (bad_words_ids,
+    suppress_tokens, min_new_tokens, ...) from model.generation_config, i.e. from the checkpoint.
+    """
+    saved = model.generation_config
+    model.generation_config = gen_config
+    try:
+        yield
+    finally:
+        model.generation_config = saved
+
+
+class TransformersEngine:
+    """Samples with the policy itself through `model.generate`, under the trainer's autocast dtype."""
+
+    def __init__(self, model, tokenizer, batch_size: int = 128, amp_dtype: torch.dtype | None = None):
+        self.model, self.tokenizer, self.batch_size, self.amp_dtype = model, tokenizer, batch_size, amp_dtype
         self.eos_ids = eos_token_ids(model, tokenizer)
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else next(iter(self.eos_ids))
@@ -98,18 +135,13 @@ class TransformersEngine:
         # One seed per call, derived by the caller from (seed, step, stage): reproducible and
         # independent of how many random numbers earlier steps consumed.
         torch.manual_seed(params.seed)
-        kwargs = dict(max_new_tokens=params.max_new_tokens, pad_token_id=self.pad_id,
-                      eos_token_id=sorted(self.eos_ids), use_cache=True)
-        if params.greedy:
-            kwargs.update(do_sample=False)
-        else:
-            # top_k must be passed as 0: None lets transformers fall back to its global default of 50.
-            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p,
-                          top_k=params.top_k)
+        gen_config = build_generation_config(params, self.eos_ids, self.pad_id)
+        amp = torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
         for start in range(0, len(flat), self.batch_size):
             chunk = flat[start: start + self.batch_size]
             ids, mask = left_pad([p for _, p in chunk], self.pad_id, device)
-            gen = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+            with only_generation_config(self.model, gen_config), amp:
+                gen = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=gen_config)
             new = gen[:, ids.shape[1]:].tolist()
             for (pi, _), toks in zip(chunk, new):
                 toks, reason = cut_at_eos(toks, self.eos_ids)

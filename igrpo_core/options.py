@@ -21,7 +21,7 @@ DraftTieBreak = Literal["first", "shortest", "random"]
 AllDraftsFailed = Literal["append", "question_only"]
 RolloutEngineName = Literal["transformers", "vllm"]
 Device = Literal["auto", "cpu", "cuda"]
-Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+Dtype = Literal["auto", "float32", "bfloat16"]   # float16 would need loss scaling (not implemented)
 BuiltinReward = Literal["accuracy", "format", "judge"]
 
 ALGOS = get_args(Algo)

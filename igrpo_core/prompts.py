@@ -3,6 +3,10 @@
 Everything that turns a question (and, for iGRPO stage 2, a draft) into token ids lives here, so the
 trainer, the evaluator and the tiny model's warm-start script build byte-identical prompts.
 
+A tokenizer with a chat template renders through it; one without (a base model) gets plain text,
+"system prompt, blank line, question", tokenized as the tokenizer does by default (as TRL allows
+non-conversational prompts). `prompt_format` says which; the trainer records it in the run.
+
 Deliberately left out: any model-specific formatting beyond the tokenizer's own chat template.
 """
 from __future__ import annotations
@@ -31,8 +35,16 @@ TINY_DRAFT_TEMPLATE = "{question}\nDraft: {draft}\nImprove:"
 TRUNCATION_MARK = " [...] "
 
 
+def prompt_format(tokenizer) -> str:
+    """"chat" when the tokenizer has a chat template, else "plain"."""
+    return "chat" if getattr(tokenizer, "chat_template", None) else "plain"
+
+
 def render_prompt(tokenizer, user_text: str, system_prompt: str | None) -> list[int]:
-    """Token ids of a chat prompt ending with the assistant generation prefix."""
+    """Token ids of a chat prompt ending with the assistant generation prefix (plain text without a template)."""
+    if prompt_format(tokenizer) == "plain":
+        text = f"{system_prompt}\n\n{user_text}" if system_prompt else user_text
+        return list(tokenizer(text)["input_ids"])
     messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
     messages.append({"role": "user", "content": user_text})
     ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
@@ -47,9 +59,11 @@ def attach_draft(question: str, draft: str, template: str) -> str:
 
 
 def _answer_span_start(draft: str) -> int:
-    """Index where the draft's final answer begins (last <answer> or \\boxed{}), or len(draft)."""
-    cut = max(draft.rfind("<answer>"), draft.rfind("\\boxed"))
-    return cut if cut >= 0 else len(draft)
+    """Index where the draft's final answer begins (where the answer extractor's match starts:
+    \\boxed{}, <answer>, "The answer is ...", "#### ..."), or len(draft) when it has none."""
+    from igrpo_core.answers import answer_start  # lazy: config imports this module, math-verify is heavy
+    start = answer_start(draft)
+    return len(draft) if start is None else start
 
 
 @dataclass
@@ -64,9 +78,9 @@ def build_refine_prompt(tokenizer, question: str, draft: str, *, template: str,
                         system_prompt: str | None, max_prompt_length: int) -> RefinePrompt:
     """Build q + draft within max_prompt_length tokens without ever cutting the question.
 
-    The draft is shortened from the middle: its head and its final answer (from the last <answer> or
-    \\boxed{}) are kept, since the answer is what stage 2 most needs to see. Raises ValueError if even
-    an empty draft does not fit, i.e. the question alone exceeds the budget.
+    The draft is shortened from the middle: its head and its final answer (from where the answer
+    extractor's match starts) are kept, since the answer is what stage 2 most needs to see. Raises
+    ValueError if even an empty draft does not fit, i.e. the question alone exceeds the budget.
     """
     ids = render_prompt(tokenizer, attach_draft(question, draft, template), system_prompt)
     if len(ids) <= max_prompt_length:

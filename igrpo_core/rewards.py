@@ -6,7 +6,6 @@ and passed down to `score_batch`; there is no module-level registry. Config.rewa
 built-ins only (BUILTIN_REWARDS); a custom reward is passed from Python
 (`Trainer(cfg, custom_rewards={"mine": (fn, 0.5)})`). "judge" is the generative judge (judge.py),
 built by the caller and handed in.
-
 A reward that raises or returns a non-finite value, or an answer check that times out, gives 0 for
 that part AND a recorded status on the rollout row, so failures are counted (reward_failures),
 never swallowed. No reward path executes model text.

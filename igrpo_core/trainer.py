@@ -26,8 +26,8 @@ from igrpo_core.engine import SamplingParams
 from igrpo_core.igrpo import Rollout, collect_grpo, collect_igrpo
 from igrpo_core.data import load_dataset
 from igrpo_core.models import (autocast_dtype, context_length, load_model, load_tokenizer, make_engine,
-                               resolve_device, setup_threads, weight_dtype)
-from igrpo_core.prompts import attach_draft, render_prompt
+                               resolve_device, setup_threads)
+from igrpo_core.prompts import attach_draft, prompt_format, render_prompt
 from igrpo_core.rewards import RewardFn, build_reward_fns
 
 Callback = Callable[[int, dict], None]
@@ -81,11 +81,14 @@ def batch_examples(examples: list[dict], step: int, batch_index: int, per_batch:
     return out
 
 
-def sequence_logps(model, prompt_ids, completion_ids, *, pad_id: int, device, amp_dtype, with_entropy=False):
+def sequence_logps(model, prompt_ids, completion_ids, *, pad_id: int, device, amp_dtype, with_entropy=False,
+                   temperature: float = 1.0):
     """Log-probs (and entropy) of each completion token given its prompt, shape (B, T).
 
     Prompts are left-padded and completions right-padded, so every completion starts at the same
-    column; position ids follow the attention mask exactly as `generate` computes them.
+    column; position ids follow the attention mask exactly as `generate` computes them. Logits are
+    divided by the sampling temperature (as TRL does), so the log-probs, and every ratio, KL and
+    entropy built on them, are those of the policy the rollouts were actually sampled from.
     """
     B, Tp = len(prompt_ids), max(len(p) for p in prompt_ids)
     T = max(len(c) for c in completion_ids)
@@ -98,8 +101,9 @@ def sequence_logps(model, prompt_ids, completion_ids, *, pad_id: int, device, am
     ids, attn = ids.to(device), attn.to(device)
     pos = (attn.cumsum(-1) - 1).clamp(min=0)                                  # (B, Tp+T)
     with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-        logits = model(input_ids=ids, attention_mask=attn, position_ids=pos, logits_to_keep=T + 1).logits
-    logits = logits[:, -(T + 1):-1]                                           # (B, T, V) predicts completion
+        logits = model(input_ids=ids, attention_mask=attn, position_ids=pos, logits_to_keep=T + 1,
+                       use_cache=False).logits  # a KV cache is useless here and costs memory
+    logits = logits[:, -(T + 1):-1] / temperature                             # (B, T, V) predicts completion
     target = ids[:, Tp:]                                                      # (B, T)
     logp = losses.selective_log_softmax(logits, target)                       # (B, T)
     mask = attn[:, Tp:].float()                                               # (B, T)
@@ -133,12 +137,19 @@ class Trainer:
         records.append_provenance(self.run_dir, provenance.collect(
             model=cfg.model_name_or_path, gguf_file=cfg.gguf_file, device=str(self.device), dtype=cfg.dtype,
             datasets={cfg.dataset: self.examples}))
+        # chat template or plain text (base models): which one a run used is part of its evidence
+        records.write_json(self.run_dir / "prompt_format.json", {"prompt_format": prompt_format(self.tokenizer)})
         torch.manual_seed(cfg.seed)
+        # fp32 master weights and AdamW state; cfg.dtype is only the autocast compute dtype (self.amp):
+        # an lr-1e-6 update of a bf16 weight is below bf16's spacing and would round away.
         self.model = load_model(cfg.model_name_or_path, self.tokenizer, device=self.device,
-                                dtype=weight_dtype(cfg.dtype, self.device), gguf_file=cfg.gguf_file)
+                                dtype=torch.float32, gguf_file=cfg.gguf_file)
         self.ref_model = None
         if cfg.beta > 0:  # k3 KL needs the initial policy frozen beside the trained one
             self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
+        if cfg.gradient_checkpointing:  # non-reentrant: works with frozen inputs and no_grad scoring
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            self.model.config.use_cache = False
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
                                      betas=(cfg.adam_beta1, cfg.adam_beta2))
         updates = cfg.max_steps * cfg.num_iterations
@@ -209,7 +220,8 @@ class Trainer:
         out = []
         for sl in self._micro_batches(ro):
             logp, _, _ = sequence_logps(model, ro.prompt_ids[sl], ro.completion_ids[sl],
-                                        pad_id=self.engine.pad_id, device=self.device, amp_dtype=self.amp)
+                                        pad_id=self.engine.pad_id, device=self.device, amp_dtype=self.amp,
+                                        temperature=self.cfg.temperature)
             out.append(logp)
         return out
 
@@ -225,7 +237,8 @@ class Trainer:
             for k, sl in enumerate(self._micro_batches(ro)):
                 logp, mask, ent = sequence_logps(self.model, ro.prompt_ids[sl], ro.completion_ids[sl],
                                                  pad_id=self.engine.pad_id, device=self.device,
-                                                 amp_dtype=self.amp, with_entropy=True)
+                                                 amp_dtype=self.amp, with_entropy=True,
+                                                 temperature=cfg.temperature)
                 old_logp = old_r[k] if old_r is not None else logp.detach()   # mu = 1: on-policy, ratio 1
                 loss, m = losses.policy_loss(
                     logp, old_logp, ro.adv[sl].to(self.device), mask, loss_type=cfg.loss_type,

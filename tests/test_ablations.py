@@ -1,5 +1,8 @@
 """Ablation grids (igrpo_core.ablations): each family's arms keep the budgets they claim, and the
 seed summary's statistics are right. The ablations notebook itself runs in test_notebooks.py."""
+import json
+from pathlib import Path
+
 import polars as pl
 import pytest
 
@@ -69,3 +72,15 @@ def test_summarize_over_seeds():
     assert s["eval_avg@k_mean"].to_list() == pytest.approx([0.3, 0.5, 0.2])
     assert s["eval_avg@k_std"].to_list() == pytest.approx([0.1414214, 0.0, 0.1414214])   # sample std (ddof 1)
     assert s["final_reward_min"].to_list() == [1.0, 2.0, 0.0] and s["final_reward_max"].to_list() == [3.0, 2.0, 4.0]
+
+
+def test_base_algo_gspo_and_dapo_arms_are_off_policy():
+    """Bug: GSPO and DAPO arms ran at num_iterations=1, where the ratio is 1, neither clip range acts
+    and GSPO equals GRPO. They now take 2 updates per rollout batch (TRL's GSPO recipe), and the
+    notebook says so."""
+    algos, _ = _arms("base_algo")
+    for name in ("dapo", "igrpo(dapo)", "gspo", "igrpo(gspo)"):
+        assert algos[name].num_iterations == 2, name
+    book = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / "ablations.ipynb").read_text())
+    md = "".join("".join(c["source"]) for c in book["cells"] if c["cell_type"] == "markdown")
+    assert "num_iterations = 2" in md

@@ -64,3 +64,14 @@ def test_cli_value_parsing():
 def test_missing_config_file():
     with pytest.raises(FileNotFoundError):
         C.load("/nonexistent/cfg.yaml")
+
+
+def test_precision_and_checkpointing_fields_are_validated():
+    """dtype is the compute dtype (fp32 master weights); float16 is refused (it needs loss scaling,
+    which the trainer does not do); gradient_checkpointing must be a bool."""
+    from igrpo_core.config import Config
+    assert Config(dtype="bfloat16", gradient_checkpointing=True).gradient_checkpointing is True
+    with pytest.raises(ValueError, match="float16"):
+        Config(dtype="float16")
+    with pytest.raises(ValueError, match="gradient_checkpointing"):
+        Config(gradient_checkpointing="yes")

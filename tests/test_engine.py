@@ -77,3 +77,111 @@ def test_trainer_logps_match_the_sampler(engine, tiny_tokenizer):
     for i, c in enumerate(comps):
         torch.testing.assert_close(logp[i, : len(c)], ref[i, : len(c)], atol=1e-4, rtol=1e-4)
         assert lmask[i].sum().item() == len(c)
+
+
+def _copy_with_generation_config(src: str, dst, **settings) -> str:
+    import json
+    import shutil
+    shutil.copytree(src, dst)
+    gc_path = dst / "generation_config.json"
+    gc_path.write_text(json.dumps({**json.loads(gc_path.read_text()), **settings}))
+    return str(dst)
+
+
+def test_checkpoint_generation_config_does_not_leak_into_sampling(tiny_model_path, tiny_tokenizer, tmp_path):
+    """Bug: generate started from the checkpoint's generation_config, so its repetition_penalty,
+    no_repeat_ngram_size and min_length changed the samples away from the policy the loss models."""
+    dirty_path = _copy_with_generation_config(tiny_model_path, tmp_path / "dirty", repetition_penalty=1.3,
+                                              no_repeat_ngram_size=2, min_length=120)
+    cpu = torch.device("cpu")
+    clean = TransformersEngine(load_model(tiny_model_path, tiny_tokenizer, device=cpu, dtype=torch.float32),
+                               tiny_tokenizer, batch_size=16)
+    dirty = TransformersEngine(load_model(dirty_path, tiny_tokenizer, device=cpu, dtype=torch.float32),
+                               tiny_tokenizer, batch_size=16)
+    p = prompts(tiny_tokenizer)
+    for params in (SamplingParams(n=3, temperature=0.8, max_new_tokens=40, seed=5),
+                   SamplingParams(n=1, greedy=True, max_new_tokens=40)):
+        a, b = clean.generate(p, params), dirty.generate(p, params)
+        assert [c.ids for c in a] == [c.ids for c in b]
+    assert any(c.finish_reason == "stop" for c in b)   # min_length did not hold EOS back
+
+
+def _fake_vllm(monkeypatch, outputs_for):
+    """A stand-in `vllm` module: records what the engine passes, returns scripted token ids."""
+    import sys
+    import types
+    calls = {}
+
+    class LLM:
+        def __init__(self, **kwargs):
+            calls["init"] = kwargs
+
+        def generate(self, prompts, sp, use_tqdm=False):
+            calls["prompts"], calls["params"] = prompts, sp
+            return [types.SimpleNamespace(outputs=[types.SimpleNamespace(token_ids=t, finish_reason=r)
+                                                   for t, r in outputs_for(i)]) for i in range(len(prompts))]
+
+    class VSP:
+        def __init__(self, **kwargs):
+            self.__dict__.update(kwargs)
+
+    vllm = types.ModuleType("vllm")
+    vllm.LLM, vllm.SamplingParams = LLM, VSP
+    inputs = types.ModuleType("vllm.inputs")
+    inputs.TokensPrompt = lambda prompt_token_ids: prompt_token_ids
+    monkeypatch.setitem(sys.modules, "vllm", vllm)
+    monkeypatch.setitem(sys.modules, "vllm.inputs", inputs)
+    return calls
+
+
+def test_vllm_engine_seeds_never_share_a_noise_stream(monkeypatch, tiny_tokenizer, tiny_model_path):
+    """Bug: every prompt got the same seed and vLLM gives sample i seed + i, so sample i of every
+    prompt, stage 2 (seed + 1) vs stage 1, and consecutive steps shared noise streams. Now each prompt
+    gets its own request seed; the windows [seed, seed + n) of all prompts, stages and steps are disjoint.
+    (Checked against a stand-in vllm module: vllm itself is not installed here.)"""
+    from igrpo_core.config import Config
+    from igrpo_core.engine_vllm import VLLMEngine
+    n, P = 4, 6
+    calls = _fake_vllm(monkeypatch, lambda i: [([5, 6], "length")] * n)
+    eng = VLLMEngine(Config(model_name_or_path=tiny_model_path, rollout_engine="vllm"), tiny_tokenizer)
+    windows = []
+    for step in range(1, 30):
+        call_seed = (0 * 1_000_003 + step * 101) % 2**31      # the trainer's derivation (batch 0)
+        for stage_seed in (call_seed, call_seed + 1):          # iGRPO stage 1 and stage 2
+            eng.generate([[3]] * P, SamplingParams(n=n, seed=stage_seed))
+            sps = calls["params"]
+            assert isinstance(sps, list) and len(sps) == P and all(sp.n == n for sp in sps)
+            windows += [set(range(sp.seed, sp.seed + n)) for sp in sps]
+    seen: set[int] = set()
+    for w in windows:
+        assert not (w & seen)
+        seen |= w
+
+
+def test_vllm_engine_stops_on_the_shared_eos_set_and_never_appends(monkeypatch, tiny_tokenizer, tiny_model_path,
+                                                                 tmp_path):
+    """Bug: the stop set came from the tokenizer only, and a vLLM "stop" without a tokenizer EOS
+    got a token nobody sampled appended (and trained on). Now the stop set is the generation config's
+    EOS ids plus the tokenizer's, and completions hold only sampled tokens."""
+    from igrpo_core.config import Config
+    from igrpo_core.engine_vllm import VLLMEngine
+    path = _copy_with_generation_config(tiny_model_path, tmp_path / "m", eos_token_id=[1, 7])
+    scripted = [([5, 7, 9], "stop"), ([5, 6], "stop"), ([5, 1], "stop"), ([5, 6, 8], "length")]
+    calls = _fake_vllm(monkeypatch, lambda i: scripted)
+    eng = VLLMEngine(Config(model_name_or_path=path, rollout_engine="vllm"), tiny_tokenizer)
+    assert eng.eos_ids == {1, 7}
+    out = eng.generate([[3]], SamplingParams(n=4, max_new_tokens=10, seed=0))
+    assert sorted(calls["params"][0].stop_token_ids) == [1, 7]
+    assert [(c.ids, c.finish_reason) for c in out] == [([5, 7], "stop"), ([5, 6], "stop"), ([5, 1], "stop"),
+                                                       ([5, 6, 8], "length")]
+
+
+def test_vllm_pure_helpers_seeds_and_completion_post_processing():
+    """The vLLM engine's seed derivation and post-processing, tested without vllm."""
+    from igrpo_core.engine_vllm import finish_completion, request_seeds
+    assert request_seeds(7, 3) == request_seeds(7, 3) and len(set(request_seeds(7, 64))) == 64
+    assert all(0 <= s < 2**62 for s in request_seeds(7, 64))
+    assert not set(request_seeds(7, 64)) & set(request_seeds(8, 64))
+    assert finish_completion((4, 7, 9), "stop", {1, 7}) == ([4, 7], "stop")
+    assert finish_completion((4, 5), "stop", {1, 7}) == ([4, 5], "stop")       # nothing appended
+    assert finish_completion((4, 5), "length", {1, 7}) == ([4, 5], "length")
