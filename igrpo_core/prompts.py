@@ -66,6 +66,24 @@ def _answer_span_start(draft: str) -> int:
     return len(draft) if start is None else start
 
 
+def _render_draft(tokenizer, question, draft, template, system_prompt) -> tuple[str, list[int]]:
+    return draft, render_prompt(tokenizer, attach_draft(question, draft, template), system_prompt)
+
+
+def _longest_fit(render, budget: int, *, limit: int) -> tuple[str, list[int]] | None:
+    """Binary search for the largest n in [0, limit] whose render(n) = (text, ids) fits `budget`
+    tokens (token count grows with n); that (text, ids), or None when not even n = 0 fits."""
+    lo, hi, best = 0, limit, None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        cand = render(mid)
+        if len(cand[1]) <= budget:
+            best, lo = cand, mid + 1
+        else:
+            hi = mid - 1
+    return best
+
+
 @dataclass
 class RefinePrompt:
     ids: list[int]          # prompt token ids
@@ -92,26 +110,15 @@ def build_refine_prompt(tokenizer, question: str, draft: str, *, template: str,
             f"max_prompt_length={max_prompt_length}; raise max_prompt_length or shorten the template")
     tail = draft[_answer_span_start(draft):]
     head_src = draft[: len(draft) - len(tail)]
-    # Binary search the longest head (in characters) that still fits; tail is kept whole if possible.
-    lo, hi, best = 0, len(head_src), None
-    while lo <= hi:
-        mid = (lo + hi) // 2
-        cand = head_src[:mid] + TRUNCATION_MARK + tail
-        cand_ids = render_prompt(tokenizer, attach_draft(question, cand, template), system_prompt)
-        if len(cand_ids) <= max_prompt_length:
-            best, lo = (cand, cand_ids), mid + 1
-        else:
-            hi = mid - 1
-    if best is None:  # even the answer tail alone is too long: keep as much of its end as fits
-        lo, hi = 0, len(tail)
-        while lo <= hi:
-            mid = (lo + hi) // 2
-            cand = TRUNCATION_MARK.lstrip() + tail[len(tail) - mid:]
-            cand_ids = render_prompt(tokenizer, attach_draft(question, cand, template), system_prompt)
-            if len(cand_ids) <= max_prompt_length:
-                best, lo = (cand, cand_ids), mid + 1
-            else:
-                hi = mid - 1
+
+    def longest(make, limit):  # the largest n <= limit whose draft make(n) fits, as (text, ids), or None
+        return _longest_fit(lambda n: _render_draft(tokenizer, question, make(n), template, system_prompt),
+                            max_prompt_length, limit=limit)
+
+    # the head's first n characters, the mark and the whole answer tail; if even the answer tail
+    # alone is too long, the mark and the tail's last n characters
+    best = (longest(lambda n: head_src[:n] + TRUNCATION_MARK + tail, len(head_src))
+            or longest(lambda n: TRUNCATION_MARK.lstrip() + tail[len(tail) - n:], len(tail)))
     if best is None:
         best = (TRUNCATION_MARK.strip(), bare)
     text, ids = attach_draft(question, best[0], template), best[1]
