@@ -95,6 +95,12 @@ class Config:
     dtype: opt.Dtype = "auto"             # COMPUTE dtype: "auto" (bf16 on cuda, fp32 on cpu) | "float32" | "bfloat16";
                                           # training keeps fp32 weights + AdamW state and autocasts to it (TRL: bf16=True)
     gradient_checkpointing: bool = False  # recompute activations in backward (TRL's name); saves memory on long completions
+    # --- LoRA (peft; TRL's names) ---
+    use_peft: bool = False                # train LoRA adapters only; the KL reference is the base (adapters off)
+    lora_r: int = 16                      # adapter rank
+    lora_alpha: int = 32                  # adapter scale alpha (update scaled by alpha / r)
+    lora_dropout: float = 0.0             # TRL's 0.05 makes the trained policy differ from the sampling one
+    lora_target_modules: list[str] | None = None  # module names; None: peft's default for the architecture
     torch_threads: int | None = 1         # CPU threads; 1 is fastest on small shared machines
     save_steps: int = 30                  # checkpoint every N steps (and at the end)
     save_total_limit: int = 2             # keep this many newest checkpoints
@@ -115,8 +121,11 @@ class Config:
         for name, allowed in literal_fields().items():
             if getattr(self, name) not in allowed:
                 errs.append(f"{name}={getattr(self, name)!r} is not one of {list(allowed)}")
-        if not isinstance(self.gradient_checkpointing, bool):
-            errs.append(f"gradient_checkpointing must be true or false, got {self.gradient_checkpointing!r}")
+        for name in ("gradient_checkpointing", "use_peft"):
+            if not isinstance(getattr(self, name), bool):
+                errs.append(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.use_peft and (self.lora_r < 1 or self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1):
+            errs.append("LoRA needs lora_r >= 1, lora_alpha > 0 and lora_dropout in [0, 1)")
         if self.algo == "igrpo":
             if not 1 <= self.num_drafts < self.num_generations:
                 errs.append(f"iGRPO needs 1 <= num_drafts < num_generations under a matched budget, "

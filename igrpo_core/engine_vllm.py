@@ -21,6 +21,7 @@ import hashlib
 import os
 
 from igrpo_core.engine import Completion, SamplingParams, cut_at_eos, merge_eos_ids
+from igrpo_core.lora import merged_state_dict
 
 
 def request_seeds(call_seed: int, num_prompts: int) -> list[int]:
@@ -80,7 +81,7 @@ class VLLMEngine:
 
     def sync_weights(self, model) -> None:
         """Copy the trained policy's weights into vLLM and drop KV blocks computed with old ones."""
-        weights = [(k, v.detach()) for k, v in model.state_dict().items()]
+        weights = list(merged_state_dict(model).items())  # LoRA: base + adapters, under the base's names
         # vLLM's in-place reload re-runs its post-load weight processing (e.g. CPU repacking),
         # which a bare model.load_weights would skip.
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(weights)})

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from igrpo_core import lora
+
 
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
@@ -91,10 +93,14 @@ def context_length(name_or_path: str, gguf_file: str | None = None) -> int | Non
 
 def load_model(name_or_path: str, tokenizer, *, device: torch.device, dtype: torch.dtype,
                gguf_file: str | None = None):
+    """A causal LM by path or hub id; a LoRA checkpoint (adapters only) loads as base + merged adapters."""
     from transformers import AutoModelForCausalLM
     _check_model_source(name_or_path, gguf_file)
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
-    model = _from_pretrained(AutoModelForCausalLM, name_or_path, dtype=dtype, **kwargs)
+    if lora.is_adapter_dir(name_or_path):
+        model = lora.load_merged(name_or_path, lambda base: _from_pretrained(AutoModelForCausalLM, base, dtype=dtype))
+    else:
+        model = _from_pretrained(AutoModelForCausalLM, name_or_path, dtype=dtype, **kwargs)
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))
     if model.generation_config is not None and model.generation_config.pad_token_id is None:

@@ -3,7 +3,8 @@
 Layout of runs/<run_name>/ (documented in the README; the dashboard and notebooks read only this):
     config.json              resolved Config, written first
     provenance.json          one entry per attempt: versions, git commit, device, model and data digests
-    prompt_format.json       {"prompt_format": "chat" | "plain"} (plain: the tokenizer has no chat template)
+    model.json               prompt_format (chat | plain: no chat template), parameters, trainable_parameters,
+                             peft (LoRA settings, or null)
     status.json              {"state": running|finished|failed, "step", "max_steps", "updated", "error"}
     metrics.parquet          one row per optimizer step (options.METRIC_COLUMNS; null where a metric does not apply)
     rollouts/step_XXXXXX.parquet   one row per completion of that step (ROLLOUT_SCHEMA)

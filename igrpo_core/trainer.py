@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from igrpo_core import losses, provenance, records
+from igrpo_core import lora, losses, provenance, records
 from igrpo_core.config import Config
 from igrpo_core.engine import SamplingParams
 from igrpo_core.igrpo import Rollout, collect_grpo, collect_igrpo
@@ -137,26 +137,40 @@ class Trainer:
         records.append_provenance(self.run_dir, provenance.collect(
             model=cfg.model_name_or_path, gguf_file=cfg.gguf_file, device=str(self.device), dtype=cfg.dtype,
             datasets={cfg.dataset: self.examples}))
-        # chat template or plain text (base models): which one a run used is part of its evidence
-        records.write_json(self.run_dir / "prompt_format.json", {"prompt_format": prompt_format(self.tokenizer)})
         torch.manual_seed(cfg.seed)
-        # fp32 master weights and AdamW state; cfg.dtype is only the autocast compute dtype (self.amp):
-        # an lr-1e-6 update of a bf16 weight is below bf16's spacing and would round away.
-        self.model = load_model(cfg.model_name_or_path, self.tokenizer, device=self.device,
-                                dtype=torch.float32, gguf_file=cfg.gguf_file)
-        self.ref_model = None
-        if cfg.beta > 0:  # k3 KL needs the initial policy frozen beside the trained one
-            self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
-        if cfg.gradient_checkpointing:  # non-reentrant: works with frozen inputs and no_grad scoring
-            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            self.model.config.use_cache = False
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
-                                     betas=(cfg.adam_beta1, cfg.adam_beta2))
+        self.model, self.ref_model = self._load_policy()
+        # chat template or plain text (base models), and what trains: part of the run's evidence
+        records.write_json(self.run_dir / "model.json", {
+            "prompt_format": prompt_format(self.tokenizer), **lora.parameter_counts(self.model),
+            "peft": {k: getattr(cfg, k) for k in ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")}
+            if cfg.use_peft else None})
+        self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=cfg.learning_rate,
+                                     weight_decay=cfg.weight_decay, betas=(cfg.adam_beta1, cfg.adam_beta2))
         updates = cfg.max_steps * cfg.num_iterations
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(
             cfg.lr_scheduler_type, updates, int(cfg.warmup_ratio * updates), cfg.min_lr_rate))
         self.engine = make_engine(cfg, self.tokenizer, self.model)
         self.step = 0
+
+    def _load_policy(self):
+        """(policy, frozen reference or None). fp32 master weights and AdamW state; cfg.dtype is only
+        the autocast compute dtype (self.amp): an lr-1e-6 update of a bf16 weight would round away.
+        With LoRA the reference is the policy with adapters disabled, so no copy is made."""
+        cfg = self.cfg
+        model = load_model(cfg.model_name_or_path, self.tokenizer, device=self.device, dtype=torch.float32,
+                           gguf_file=cfg.gguf_file)
+        ref = None
+        if cfg.beta > 0 and not cfg.use_peft:  # k3 KL needs the initial policy frozen beside the trained one
+            ref = copy.deepcopy(model).eval().requires_grad_(False)
+        if cfg.gradient_checkpointing:  # non-reentrant: works with frozen inputs and no_grad scoring
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.config.use_cache = False
+            if cfg.use_peft:  # frozen embeddings: checkpointed blocks need inputs that require grad
+                model.enable_input_require_grads()
+        if cfg.use_peft:
+            model = lora.apply_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                                    target_modules=cfg.lora_target_modules)
+        return model, ref
 
     # --- checkpoints -------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
@@ -179,15 +193,10 @@ class Trainer:
             shutil.rmtree(self.run_dir / "checkpoints", ignore_errors=True)
             return
         ckpt = ckpts[-1]
-        from safetensors.torch import load_file
-        state = {}
-        for f in sorted((ckpt / "model").glob("*.safetensors")):
-            state.update(load_file(f))
-        missing, unexpected = self.model.load_state_dict(state, strict=False)
-        if unexpected or [m for m in missing if "lm_head" not in m]:  # tied lm_head is not stored
-            raise RuntimeError(f"checkpoint {ckpt} does not match the model: missing {missing}, unexpected {unexpected}")
-        if self.model.config.tie_word_embeddings:
-            self.model.tie_weights()
+        if self.cfg.use_peft:
+            lora.load_adapters(self.model, ckpt / "model")
+        else:
+            self._load_full_weights(ckpt)
         extra = torch.load(ckpt / "state.pt", weights_only=False)
         self.opt.load_state_dict(extra["optimizer"])
         self.sched.load_state_dict(extra["scheduler"])
@@ -198,6 +207,17 @@ class Trainer:
         self.step = records.read_json(ckpt / "trainer_state.json")["step"]
         records.truncate_after(self.run_dir, self.step)
         self.engine.sync_weights(self.model)
+
+    def _load_full_weights(self, ckpt: Path) -> None:
+        from safetensors.torch import load_file
+        state = {}
+        for f in sorted((ckpt / "model").glob("*.safetensors")):
+            state.update(load_file(f))
+        missing, unexpected = self.model.load_state_dict(state, strict=False)
+        if unexpected or [m for m in missing if "lm_head" not in m]:  # tied lm_head is not stored
+            raise RuntimeError(f"checkpoint {ckpt} does not match the model: missing {missing}, unexpected {unexpected}")
+        if self.model.config.tie_word_embeddings:
+            self.model.tie_weights()
 
     # --- one step ----------------------------------------------------------------------------
     def collect(self, step: int, batch_index: int) -> Rollout:
@@ -224,6 +244,12 @@ class Trainer:
                                         temperature=self.cfg.temperature)
             out.append(logp)
         return out
+
+    def _reference_logps(self, ro: Rollout) -> list[torch.Tensor]:
+        if self.cfg.use_peft:  # the base model is the reference: the same weights, adapters off
+            with lora.adapters_disabled(self.model):
+                return self._frozen_logps(self.model, ro)
+        return self._frozen_logps(self.ref_model, ro)
 
     def update(self, rollouts: list[Rollout], old: list, ref: list) -> dict:
         """One optimizer update over all rollout batches of this step."""
@@ -267,7 +293,7 @@ class Trainer:
         rollouts = [self.collect(step, b) for b in range(cfg.gradient_accumulation_steps)]
         gen_time = time.perf_counter() - t0
         old = [self._frozen_logps(self.model, r) if cfg.num_iterations > 1 else None for r in rollouts]
-        ref = [self._frozen_logps(self.ref_model, r) if self.ref_model is not None else None for r in rollouts]
+        ref = [self._reference_logps(r) if cfg.beta > 0 else None for r in rollouts]
         lr = self.sched.get_last_lr()[0]
         for _ in range(cfg.num_iterations):
             upd = self.update(rollouts, old, ref)

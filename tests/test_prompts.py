@@ -94,4 +94,4 @@ def test_tokenizer_without_chat_template_gets_plain_text_prompts(tiny_model_path
     from igrpo_core.trainer import Trainer
     with pytest.warns(UserWarning, match="no chat template"):
         tr = Trainer(small_config(tmp_path, model_name_or_path=base, algo="grpo"))
-    assert records.read_json(tr.run_dir / "prompt_format.json") == {"prompt_format": "plain"}
+    assert records.read_json(tr.run_dir / "model.json")["prompt_format"] == "plain"
