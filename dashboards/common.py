@@ -46,6 +46,7 @@ def default_runs_dir(argv: list[str] | None = None) -> str:
 TEXT_LIMIT = 20_000   # characters of one text block (a long completion is a few thousand)
 CELL_LIMIT = 500      # characters of a table cell (the table is an index; the text is shown below it)
 NAME_LIMIT = 200      # characters of a name inside markdown
+SCROLL_AFTER, SCROLL_HEIGHT = 4_000, 480  # a longer text scrolls in a box of this many pixels
 
 
 def clip(text, limit: int = TEXT_LIMIT) -> str:
@@ -66,10 +67,13 @@ def clip_frame(df: pl.DataFrame, limit: int = CELL_LIMIT) -> pl.DataFrame:
 
 
 def show_text(text, *, height: int | None = None) -> None:
-    """Model or dataset text, shown literally (clipped to TEXT_LIMIT characters)."""
-    body = clip(text)
+    """Model or dataset text, shown literally; past TEXT_LIMIT characters clipped, past SCROLL_AFTER scrolled."""
+    full = "" if text is None else str(text)
+    if len(full) > TEXT_LIMIT:
+        st.caption(f"Showing the first {TEXT_LIMIT} of {len(full)} characters (the full text stays on disk).")
+    body = clip(full)
     st.code(body if body else "(empty)", language=None, wrap_lines=True,
-            height=height if height else "content")
+            height=height if height else (SCROLL_HEIGHT if len(body) > SCROLL_AFTER else "content"))
 
 
 def show_problems(root: Path, problems: list) -> None:

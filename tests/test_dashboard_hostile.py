@@ -94,6 +94,7 @@ def test_huge_completion_is_clipped_for_display(hostile, monkeypatch):
     assert huge and all(v.endswith(f"[{full - TEXT_LIMIT} more chars]") for v in huge if len(v) > TEXT_LIMIT)
     assert max(len(c.value) for c in at.code) < TEXT_LIMIT + 100
     assert any("Texts over" in c.value for c in at.caption)  # the diff says it compared the first characters
+    assert any(f"Showing the first {TEXT_LIMIT} of {full} characters" in c.value for c in at.caption)
     assert seconds < 60, seconds
     at.sidebar.radio(key="page").set_value("Rollouts").run()
     at.selectbox(key="rb_run").set_value(PAYLOAD_RUN).run()   # the refinements table holds the 10 MB cell
