@@ -5,6 +5,8 @@
 Pages: runs overview and comparison, training curves, rollout browser, near-miss fixes, evaluation.
 Reads run directories only (igrpo_core.records / analysis, polars) and never imports torch or
 transformers. Model output is shown as text (st.code / st.text / st.dataframe), never as HTML.
+Run folders are untrusted: a file that cannot be read, or a symlink out of the runs folder (never
+followed), is named in a warning at the top of every page and left out (dashboards/loaders.py).
 Run it from the repository root so that .streamlit/config.toml (localhost only) applies.
 
 Deliberately left out: starting or stopping runs, and editing anything on disk.
@@ -21,7 +23,7 @@ if str(ROOT) not in sys.path:
 import streamlit as st  # noqa: E402
 
 from dashboards import loaders, views_eval, views_rollouts, views_runs  # noqa: E402
-from dashboards.common import Ctx, default_runs_dir, md  # noqa: E402
+from dashboards.common import Ctx, default_runs_dir, md, show_problems  # noqa: E402
 
 PAGES = {
     "Runs": views_runs.overview,
@@ -67,13 +69,18 @@ def main() -> None:
 
     @st.fragment(run_every=every)
     def body() -> None:
+        loaders.begin()
         current = loaders.list_runs(str(root))
         if [r.name for r in current] != known:  # a run appeared or vanished: rebuild the sidebar too
             st.rerun()
-        if not current:
+        top = st.container()  # filled last: the problems of every file, and of those the page read
+        if current:
+            loaders.check(root, current)
+            PAGES[page](Ctx(root=root, runs=current, selected=selected))
+        else:
             empty_message(root)
-            return
-        PAGES[page](Ctx(root=root, runs=current, selected=selected))
+        with top:
+            show_problems(root, loaders.noted())
 
     body()
 

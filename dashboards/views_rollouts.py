@@ -10,9 +10,13 @@ import polars as pl
 import streamlit as st
 
 from dashboards import loaders, textdiff
-from dashboards.common import Ctx, fmt, md, pick_run, show_text
+from dashboards.common import Ctx, clip, clip_frame, fmt, md, pick_run, show_text
 from dashboards.views_runs import step_axis
 from igrpo_core import analysis
+
+# Characters of each text the word and line diffs compare: difflib is quadratic on texts that differ
+# throughout (two different 5,000-char texts: 1.9 s; 50,000: 241 s; one 10 MB text against a short one: 1 s).
+DIFF_LIMIT = 5_000
 
 ROW_COLS = ["sample_index", "is_chosen_draft", "reward", "advantage", "extracted", "completion", "reward_accuracy",
             "reward_format", "reward_judge", "reward_status", "finish_reason", "completion_tokens", "prompt_tokens",
@@ -21,7 +25,7 @@ ROW_COLS = ["sample_index", "is_chosen_draft", "reward", "advantage", "extracted
 
 def _table(df: pl.DataFrame, key: str, drop: tuple[str, ...] = ()) -> None:
     cols = [c for c in ROW_COLS if c in df.columns and c not in drop and df[c].null_count() < df.height]
-    st.dataframe(df.select(cols), hide_index=True, key=key, column_config={
+    st.dataframe(clip_frame(df.select(cols)), hide_index=True, key=key, column_config={
         "is_chosen_draft": st.column_config.CheckboxColumn("chosen"),
         "completion": st.column_config.TextColumn("completion", width="large"),
         **{c: st.column_config.NumberColumn(c, format="%.3f") for c in ("reward", "reward_accuracy",
@@ -46,7 +50,7 @@ def rollout_browser(ctx: Ctx) -> None:
     run = pick_run(ctx, "rb_run")
     if run is None:
         return
-    steps = list(loaders.rollout_parts(str(ctx.by_name[run])))
+    steps = list(loaders.readable_parts(ctx.by_name[run]))
     if not steps:
         _no_rollouts_message(ctx, run)
         return
@@ -56,7 +60,7 @@ def rollout_browser(ctx: Ctx) -> None:
                 else steps[0])
     df = loaders.rollouts(ctx.by_name[run], step)
     groups = analysis.group_index_table(df)
-    labels = {r["group_index"]: f"group {r['group_index']} · {r['prompt_id']} · mean reward "
+    labels = {r["group_index"]: f"group {r['group_index']} · {clip(r['prompt_id'], 80)} · mean reward "
               f"{fmt(r['trained_reward_mean'])}" for r in groups.iter_rows(named=True)}
     with c2:
         g = st.selectbox("Prompt (group)", list(labels), format_func=labels.get, key=f"rb_group_{run}_{step}")
@@ -67,14 +71,14 @@ def rollout_browser(ctx: Ctx) -> None:
     q = analysis.questions(df).filter(pl.col("group_index") == g).row(0, named=True) if df.height else {}
     st.subheader("Problem")
     show_text(q.get("question"))
-    st.text(f"gold answer: {q.get('gold')}    prompt id: {q.get('prompt_id')}")
+    st.text(f"gold answer: {clip(q.get('gold'), 2000)}    prompt id: {clip(q.get('prompt_id'), 200)}")
     drafts, trained = view["drafts"], view["refinements"]
     if drafts.height == 0:
         st.info("GRPO run: one stage, no drafts or refinements. Showing the group's completions.")
         st.subheader(f"Completions ({trained.height})")
         _table(trained, "rb_grpo_table", drop=("is_chosen_draft", "draft_truncated"))
         for r in trained.iter_rows(named=True):
-            st.caption(_label(r, True) + f" · {r['finish_reason']} · {r['completion_tokens']} tokens")
+            st.caption(_label(r, True) + f" · {md(r['finish_reason'])} · {r['completion_tokens']} tokens")
             show_text(r["completion"])
         return
     _igrpo_group(drafts, trained)
@@ -86,7 +90,7 @@ def _igrpo_group(drafts: pl.DataFrame, trained: pl.DataFrame) -> None:
     st.subheader(f"Stage 1 — drafts ({drafts.height})")
     _table(drafts, "rb_drafts", drop=("advantage", "draft_truncated"))
     if chosen:
-        st.caption(f"Chosen draft {_label(chosen, False)} · {chosen['finish_reason']} · "
+        st.caption(f"Chosen draft {_label(chosen, False)} · {md(chosen['finish_reason'])} · "
                    f"{chosen['completion_tokens']} tokens")
         show_text(chosen["completion"])
     with st.expander("All draft texts"):
@@ -110,9 +114,12 @@ def _igrpo_group(drafts: pl.DataFrame, trained: pl.DataFrame) -> None:
 
 
 def _diff(left: str, right: str, left_name: str, right_name: str) -> None:
-    a, b, ratio = textdiff.word_diff(left or "", right or "")
+    long = max(len(left or ""), len(right or "")) > DIFF_LIMIT
+    left, right = (clip(left, DIFF_LIMIT), clip(right, DIFF_LIMIT)) if long else (left or "", right or "")
+    a, b, ratio = textdiff.word_diff(left, right)
     st.caption(f"Word diff: [-removed-] from the {left_name}, {{+added+}} in the {right_name}; "
-               f"similarity {ratio:.2f}.")
+               f"similarity {ratio:.2f}." + (f" Texts over {DIFF_LIMIT} characters are compared on their "
+                                             "first ones (difflib is quadratic)." if long else ""))
     c1, c2 = st.columns(2)
     with c1:
         st.caption(left_name)
@@ -122,8 +129,8 @@ def _diff(left: str, right: str, left_name: str, right_name: str) -> None:
         show_text(b)
     with st.expander("Line diff"):
         st.code(textdiff.unified(left, right, left_name, right_name), language="diff")
-        st.dataframe(pl.DataFrame(textdiff.line_table(left, right), schema={"op": pl.Utf8, "left": pl.Utf8,
-                     "right": pl.Utf8}), hide_index=True, key=f"line_diff_{left_name}_{right_name}")
+        st.dataframe(clip_frame(pl.DataFrame(textdiff.line_table(left, right), schema={"op": pl.Utf8, "left": pl.Utf8,
+                     "right": pl.Utf8})), hide_index=True, key=f"line_diff_{left_name}_{right_name}")
 
 
 def near_miss_page(ctx: Ctx) -> None:
@@ -135,7 +142,7 @@ def near_miss_page(ctx: Ctx) -> None:
                 "Train one with: igrpo train --algo igrpo")
         return
     run = pick_run(ctx, "nm_run", only_algo="igrpo", label="iGRPO run")
-    if not loaders.rollout_parts(str(ctx.by_name[run])):
+    if not loaders.readable_parts(ctx.by_name[run]):
         _no_rollouts_message(ctx, run)
         return
     nm, counts = loaders.near_misses(ctx.by_name[run])
@@ -150,7 +157,7 @@ def near_miss_page(ctx: Ctx) -> None:
     if counts.height:
         st.plotly_chart(_counts_figure(counts), key="nm_counts_chart", config={"displaylogo": False})
         with st.expander("Counts per step"):
-            st.dataframe(counts, hide_index=True, key="nm_counts_table")
+            st.dataframe(clip_frame(counts), hide_index=True, key="nm_counts_table")
     if nm.height == 0:
         st.info("No near misses yet: no refinement's correctness differs from its chosen draft's.")
         return
@@ -184,8 +191,8 @@ def _near_miss_list(nm: pl.DataFrame) -> None:
         rng = st.slider("Steps", lo, hi, (lo, hi), key="nm_steps") if hi > lo else (lo, hi)
     view = nm.filter(pl.col("direction").is_in(direction or []) & pl.col("step").is_between(*rng)).sort(
         "step", "group_index", "sample_index")
-    st.dataframe(view.select("step", "direction", "prompt_id", "group_index", "sample_index", "gold",
-                             "draft_accuracy", "reward_accuracy", "reward", "advantage", "extracted"),
+    st.dataframe(clip_frame(view.select("step", "direction", "prompt_id", "group_index", "sample_index", "gold",
+                                        "draft_accuracy", "reward_accuracy", "reward", "advantage", "extracted")),
                  hide_index=True, key="nm_table")
     if view.height == 0:
         st.info("No near misses match the filters.")
@@ -193,11 +200,11 @@ def _near_miss_list(nm: pl.DataFrame) -> None:
     rows = list(view.iter_rows(named=True))
     i = st.selectbox("Near miss", range(len(rows)), key="nm_pick", format_func=lambda i: (
         f"step {rows[i]['step']} · group {rows[i]['group_index']} · refinement #{rows[i]['sample_index']} · "
-        f"{rows[i]['direction']} · {rows[i]['prompt_id']}"))
+        f"{rows[i]['direction']} · {clip(rows[i]['prompt_id'], 80)}"))
     r = rows[i]
     st.caption("Problem")
     show_text(r.get("question") or r.get("prompt"))
-    st.text(f"gold answer: {r['gold']}    extracted from the refinement: {r['extracted']}")
+    st.text(f"gold answer: {clip(r['gold'], 2000)}    extracted from the refinement: {clip(r['extracted'], 2000)}")
     c1, c2 = st.columns(2)
     with c1:
         st.caption(f"Chosen draft · accuracy {fmt(r['draft_accuracy'], 1)}")

@@ -6,7 +6,7 @@ import polars as pl
 import streamlit as st
 
 from dashboards import loaders
-from dashboards.common import Ctx, md, show_text
+from dashboards.common import Ctx, clip_frame, md, plot_text, show_text
 from igrpo_core import analysis
 
 SUMMARY_ORDER = ["run", "algo", "state", "step", "max_steps", "progress", "seed", "reward_mean", "accuracy_mean",
@@ -49,7 +49,7 @@ def overview(ctx: Ctx) -> None:
     st.header("Runs")
     df = summaries_frame(ctx)
     st.caption(f"{len(ctx.runs)} run(s) in {md(ctx.root)}. Metrics are means over each run's last 5 steps.")
-    st.dataframe(df, hide_index=True, key="runs_table", column_config={
+    st.dataframe(clip_frame(df), hide_index=True, key="runs_table", column_config={
         "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent"),
         **{c: st.column_config.NumberColumn(c, format="%.3f") for c in df.columns
            if df[c].dtype in (pl.Float64, pl.Float32) and c != "progress"}})
@@ -79,7 +79,7 @@ def overview(ctx: Ctx) -> None:
         elif diff.height == 0:
             st.success("The selected runs have identical configs.")
         else:
-            st.dataframe(diff, hide_index=True, key="config_diff")
+            st.dataframe(clip_frame(diff), hide_index=True, key="config_diff")
     with st.expander("Full config of " + md(names[0])):
         st.json(loaders.config(ctx.by_name[names[0]]), expanded=False)
 
@@ -98,12 +98,13 @@ def _figure(title: str, ytitle: str, series: list[tuple], frames: dict[str, pl.D
     fig = go.Figure()
     for ri, (run, m) in enumerate(frames.items()):
         for si, (col, label, only) in enumerate(series):
-            if (only and algos.get(run) not in only) or col not in m.columns or m[col].null_count() == m.height:
+            if ((only and algos.get(run) not in only) or col not in m.columns or not m[col].dtype.is_numeric()
+                    or m[col].null_count() == m.height):
                 continue
             d = m.select("step", col).drop_nulls()
             fig.add_trace(go.Scatter(
                 x=d["step"].to_list(), y=_smooth(d[col].cast(pl.Float64), window).to_list(),
-                name=f"{run} · {label}" if len(series) > 1 else run, legendgroup=run, mode="lines+markers",
+                name=plot_text(f"{run} · {label}" if len(series) > 1 else run), legendgroup=run, mode="lines+markers",
                 marker=dict(size=4), line=dict(color=COLORS[ri % len(COLORS)], dash=DASHES[si % len(DASHES)])))
     if not fig.data:
         return None

@@ -4,10 +4,14 @@ Polars only (never torch), so the dashboard can import it. Single-run functions 
 with `records` and return a frame; the multi-run ones (`*_long`, `metrics_long`, `entropy_drops`)
 take run directories and add a `run` column for colouring plots. Plotting is left to the caller.
 
+Run folders are read as untrusted (records.load_*): a corrupt, missing or out-of-folder file is
+skipped with a warning naming it (printed, or appended to `sink` when the caller shows it itself).
+
 Deliberately left out: anything that needs a model.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import polars as pl
@@ -15,26 +19,45 @@ import polars as pl
 from igrpo_core import records
 
 
-def run_summary(run_dir: Path, last_n: int = 5) -> dict:
+def _int(v) -> int | None:
+    """A count from a JSON file, None when the file holds something else there (a string, a list)."""
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def _text(v) -> str | None:
+    return None if v is None else str(v)
+
+
+def run_summary(run_dir: Path, last_n: int = 5, sink: list | None = None) -> dict:
     """Name, algo, state, steps and the mean of the last `last_n` steps' key metrics."""
     run_dir = Path(run_dir)
-    cfg = records.read_json(run_dir / "config.json")
-    status = records.read_json(run_dir / "status.json") if (run_dir / "status.json").exists() else {}
-    m = records.read_metrics(run_dir)
-    out = {"run": run_dir.name, "algo": cfg.get("algo"), "seed": cfg.get("seed"),
-           "state": status.get("state", "unknown"), "step": status.get("step", 0),
-           "max_steps": cfg.get("max_steps")}
+    cfg = records.load_json(run_dir / "config.json", sink, root=run_dir.parent, missing_ok=False)
+    status = records.load_json(run_dir / "status.json", sink, root=run_dir.parent)
+    m = records.load_metrics(run_dir, sink)
+    out = {"run": run_dir.name, "algo": _text(cfg.get("algo")), "seed": _int(cfg.get("seed")),
+           "state": _text(status.get("state", "unknown")), "step": _int(status.get("step", 0)),
+           "max_steps": _int(cfg.get("max_steps"))}
     if m.height:
         tail = m.tail(last_n)
         for col in ("reward_mean", "accuracy_mean", "refine_reward_mean", "best_draft_reward_mean",
                     "refine_gain", "entropy", "completion_len_mean", "step_time_s"):
-            if col in tail.columns and tail[col].null_count() < tail.height:
+            if col in tail.columns and tail[col].dtype.is_numeric() and tail[col].null_count() < tail.height:
                 out[col] = tail[col].mean()
     for ev in records.eval_dirs(run_dir / "eval"):
-        macro = records.read_eval_summary(ev).get("metrics", {}).get("macro_avg", {})
-        if "avg@k" in macro:
-            out["eval_avg@k"] = macro["avg@k"]
+        summary = records.load_json(ev / "summary.json", sink, root=run_dir.parent)
+        macro = (summary.get("metrics") or {}).get("macro_avg") if isinstance(summary.get("metrics"), dict) else None
+        if isinstance(macro, dict) and isinstance(macro.get("avg@k"), (int, float)):
+            out["eval_avg@k"] = float(macro["avg@k"])
     return out
+
+
+def run_settings(run_dir: Path, sink: list | None = None) -> dict:
+    """records.read_settings for a folder you did not write: unreadable files are reported, not raised."""
+    run_dir = Path(run_dir)
+    cfg = records.load_json(run_dir / "config.json", sink, root=run_dir.parent, missing_ok=False)
+    prov = run_dir / "provenance.json"
+    entries = records.load_json(prov, sink, root=run_dir.parent, kind=list) if prov.exists() else None
+    return records.settings_of(cfg, entries)
 
 
 def config_diff(configs: dict[str, dict]) -> pl.DataFrame:
@@ -132,8 +155,9 @@ def eval_results(summaries: dict[str, dict]) -> pl.DataFrame:
     """
     rows = []
     for name, summary in summaries.items():
-        proto = summary.get("protocol", {})
-        for ds, m in summary.get("metrics", {}).items():
+        proto = summary.get("protocol") if isinstance(summary.get("protocol"), dict) else {}
+        sets = summary.get("metrics") if isinstance(summary.get("metrics"), dict) else {}
+        for ds, m in ((ds, m) for ds, m in sets.items() if isinstance(m, dict)):  # a foreign file: skip the rest
             rows.append({"eval": name, "dataset": ds, **{k: v for k, v in m.items() if not isinstance(v, (dict, list))},
                          "protocol": proto.get("label"), "paper_protocol": proto.get("paper_protocol"),
                          "temperature": proto.get("temperature"), "greedy": proto.get("greedy"),
@@ -160,11 +184,12 @@ def eval_problem_table(samples: pl.DataFrame) -> pl.DataFrame:
 
 # --- several runs at once -------------------------------------------------------------------
 
-def newest_runs(output_dir: str | Path = "runs", n: int = 2) -> list[Path]:
-    """The n most recently updated run directories (by status.json, else config.json)."""
+def newest_runs(output_dir: str | Path = "runs", n: int = 2, sink: list | None = None) -> list[Path]:
+    """The n most recently updated run directories (by status.json, else config.json, else the folder)."""
     def updated(p: Path) -> float:
-        return max((p / f).stat().st_mtime for f in ("config.json", "status.json") if (p / f).exists())
-    runs = sorted(records.list_runs(records.resolve_path(output_dir)), key=updated)
+        return max([(p / f).lstat().st_mtime for f in ("config.json", "status.json") if (p / f).exists()]
+                   or [p.lstat().st_mtime])
+    runs = sorted(records.find_runs(records.resolve_path(output_dir), sink), key=updated)
     if not runs:
         raise FileNotFoundError(f"no run directories under {output_dir!r}: run notebooks/quickstart.ipynb "
                                 "or `igrpo train` first, or pass run_dirs")
@@ -176,49 +201,50 @@ def pick_runs(run_dirs: list[str], output_dir: str | Path = "runs", newest: int 
     if not run_dirs:
         return newest_runs(output_dir, newest)
     out = [records.resolve_path(d) for d in run_dirs]
-    missing = [str(d) for d in out if not (d / "config.json").is_file()]
+    missing = [str(d) for d in out if not any(os.path.lexists(d / f) for f in ("config.json", *records.RUN_FILES))]
     if missing:
-        raise FileNotFoundError(f"not run directories (no config.json): {missing}")
+        raise FileNotFoundError(f"not run directories (no config.json, metrics or rollouts): {missing}")
     return out
 
 
 def run_label(run_dir: Path) -> str:
-    cfg = records.read_json(Path(run_dir) / "config.json")
+    """`name (algo)`; a config.json that cannot be read was reported by whoever read it first."""
+    cfg = records.load_json(Path(run_dir) / "config.json", [], root=Path(run_dir).parent)
     return f"{Path(run_dir).name} ({cfg.get('algo')})"
 
 
-def metrics_long(run_dirs) -> pl.DataFrame:
+def metrics_long(run_dirs, sink: list | None = None) -> pl.DataFrame:
     """All runs' per-step metrics with a `run` column (label) for colouring plots."""
-    parts = [records.read_metrics(d).with_columns(pl.lit(run_label(d)).alias("run")) for d in run_dirs]
+    parts = [records.load_metrics(d, sink).with_columns(pl.lit(run_label(d)).alias("run")) for d in run_dirs]
     parts = [p for p in parts if p.height]
     return pl.concat(parts, how="diagonal_relaxed") if parts else pl.DataFrame({"run": [], "step": []})
 
 
-def _per_run(run_dirs, table) -> list[pl.DataFrame]:
+def _per_run(run_dirs, table, sink: list | None) -> list[pl.DataFrame]:
     """table(rollouts) of each run that yields rows, with a `run` column."""
     parts = []
     for d in run_dirs:
-        t = table(records.read_rollouts(d))
+        t = table(records.load_rollouts(d, sink))
         if t.height:
             parts.append(t.with_columns(pl.lit(run_label(d)).alias("run")))
     return parts
 
 
-def stage_rewards_long(run_dirs) -> pl.DataFrame:
+def stage_rewards_long(run_dirs, sink: list | None = None) -> pl.DataFrame:
     """stage_rewards for each run, with a `run` column."""
-    parts = _per_run(run_dirs, stage_rewards)
+    parts = _per_run(run_dirs, stage_rewards, sink)
     return pl.concat(parts, how="diagonal_relaxed") if parts else pl.DataFrame({"run": [], "step": []})
 
 
-def near_miss_counts_long(run_dirs) -> pl.DataFrame:
+def near_miss_counts_long(run_dirs, sink: list | None = None) -> pl.DataFrame:
     """near_miss_counts per iGRPO run (GRPO runs have no drafts), with a `run` column."""
-    parts = _per_run(run_dirs, near_miss_counts)
+    parts = _per_run(run_dirs, near_miss_counts, sink)
     return pl.concat(parts, how="diagonal_relaxed") if parts else pl.DataFrame({"run": [], "step": []})
 
 
-def near_misses_long(run_dirs) -> pl.DataFrame:
+def near_misses_long(run_dirs, sink: list | None = None) -> pl.DataFrame:
     """near_misses of every run, with a `run` column; fixes first."""
-    parts = _per_run(run_dirs, near_misses)
+    parts = _per_run(run_dirs, near_misses, sink)
     if not parts:
         return pl.DataFrame({"run": [], "step": [], "direction": []})
     return pl.concat(parts, how="diagonal_relaxed").sort(pl.col("direction") != "fix", "run", "step")
@@ -231,6 +257,8 @@ def entropy_drops(metrics: pl.DataFrame, fractions=(0.9, 0.75, 0.5)) -> pl.DataF
     delays the collapse relative to GRPO.
     """
     rows = []
+    if "entropy" not in metrics.columns or not metrics["entropy"].dtype.is_numeric():
+        return pl.DataFrame({"run": []}, schema={"run": pl.Utf8})
     for (run,), m in metrics.filter(pl.col("entropy").is_not_null()).sort("step").group_by(
             ["run"], maintain_order=True):
         start = m["entropy"][0]

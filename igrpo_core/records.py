@@ -23,6 +23,11 @@ Rollout parts are one file per step so that a crashed step never corrupts earlie
 reader sees whole files only (each is written to a temporary name and renamed). On resume, records
 newer than the checkpoint are removed so the directory reads as if the run was never interrupted.
 
+Reading directories you did not write (`find_runs`, `load_json`, `load_parquet`, `load_metrics`,
+`load_rollouts`): a file that cannot be read (corrupt, truncated, not JSON, the wrong shape) or that a
+symlink would take outside the runs folder (not followed) becomes a `Problem` (path, reason) handed to
+a sink the caller shows, or printed as a warning; the reader returns an empty value and goes on.
+
 Deliberately left out: remote loggers. This module never imports torch.
 """
 from __future__ import annotations
@@ -30,8 +35,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import polars as pl
 
@@ -128,13 +135,16 @@ def append_provenance(directory: Path, entry: dict) -> None:
 def read_settings(run_dir: Path) -> dict:
     """config.json plus the latest attempt's provenance flattened to "provenance.<key>" entries, so
     a config diff also shows runs that differ in code, versions, model weights or data."""
-    run_dir = Path(run_dir)
-    out = dict(read_json(run_dir / "config.json"))
-    prov = run_dir / "provenance.json"
-    if prov.exists():
-        entries = read_json(prov)
-        out["provenance.attempts"] = len(entries)
-        out.update(_flatten(entries[-1] if entries else {}, "provenance."))
+    prov = Path(run_dir) / "provenance.json"
+    return settings_of(read_json(Path(run_dir) / "config.json"), read_json(prov) if prov.exists() else None)
+
+
+def settings_of(config: dict, provenance: list | None) -> dict:
+    out = dict(config)
+    if provenance is not None:
+        out["provenance.attempts"] = len(provenance)
+        last = provenance[-1] if provenance else {}
+        out.update(_flatten(last if isinstance(last, dict) else {}, "provenance."))
     return out
 
 
@@ -189,9 +199,19 @@ def truncate_after(run_dir: Path, step: int) -> None:
             part.unlink()
 
 
+def read_parquet(path: Path) -> pl.DataFrame:
+    """pl.read_parquet of one file: polars would read `[`, `*` or `?` in a path (a run name) as a glob."""
+    return pl.read_parquet(path, glob=False)
+
+
+def parquet_schema(path: Path) -> pl.Schema:
+    """A parquet file's columns from its footer alone (raises like read_parquet on a damaged file)."""
+    return pl.scan_parquet(path, glob=False).collect_schema()
+
+
 def read_metrics(run_dir: Path) -> pl.DataFrame:
     path = Path(run_dir) / "metrics.parquet"
-    return pl.read_parquet(path) if path.exists() else pl.DataFrame()
+    return read_parquet(path) if path.exists() else pl.DataFrame()
 
 
 def rollout_parts(run_dir: Path) -> dict[int, Path]:
@@ -210,7 +230,7 @@ def read_rollouts(run_dir: Path, steps: list[int] | None = None) -> pl.DataFrame
     parts = [p for step, p in rollout_parts(run_dir).items() if wanted is None or step in wanted]
     if not parts:
         return pl.DataFrame(schema=ROLLOUT_SCHEMA)
-    return pl.concat([pl.read_parquet(p) for p in parts], how="diagonal_relaxed")
+    return pl.concat([read_parquet(p) for p in parts], how="diagonal_relaxed")
 
 
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
@@ -276,6 +296,128 @@ def read_eval_samples(eval_dir: Path) -> pl.DataFrame:
     """samples.parquet, or the finished chunk parts of an evaluation still in progress."""
     p = Path(eval_dir) / "samples.parquet"
     if p.exists():
-        return pl.read_parquet(p)
-    frames = [pl.read_parquet(q) for q in sorted((Path(eval_dir) / "parts").glob("*.parquet"))]
+        return read_parquet(p)
+    frames = [read_parquet(q) for q in sorted((Path(eval_dir) / "parts").glob("*.parquet"))]
     return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(schema=SAMPLE_SCHEMA)
+
+
+# --- reading directories you did not write ---------------------------------------------------
+
+# What a read of a damaged or foreign file raises: JSON and UTF-8 decode errors are ValueErrors,
+# corrupt or truncated parquet is a PolarsError (ComputeError), a vanished file an OSError.
+READ_ERRORS = (OSError, ValueError, pl.exceptions.PolarsError)
+RUN_FILES = ("metrics.parquet", "status.json", "rollouts", "checkpoints")  # a run without config.json
+
+
+class Problem(NamedTuple):
+    path: str      # the file (or link) that was not read
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+def warn(problem: Problem, sink: list | None = None) -> None:
+    """Hand a problem to `sink` (a list the caller shows), or print it as a warning (notebooks)."""
+    if sink is None:
+        print(f"warning: skipped {problem}", file=sys.stderr)
+    else:
+        sink.append(problem)
+
+
+def escapes(path: Path, root: Path) -> str | None:
+    """Why `path` may not be read because links take it out of `root`, else None.
+
+    Policy: run folders are untrusted, so a symlink (the run directory itself, or any file in it)
+    that leads outside the runs folder is never followed; one that stays inside is fine."""
+    try:
+        target = Path(path).resolve()
+        if target.is_relative_to(Path(root).resolve()):
+            return None
+    except (OSError, RuntimeError):  # a symlink loop
+        return "a symlink loop: not followed"
+    return f"a symlink to {target}, outside the runs folder {root}: not followed"
+
+
+def reason_of(exc: Exception) -> str:
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"unreadable ({type(exc).__name__}: {first[:200]})"
+
+
+def load_json(path: Path, sink: list | None = None, *, root: Path, missing_ok: bool = True, kind: type = dict):
+    """A JSON file holding a `kind` (dict or list); an empty one when missing, unreadable, of
+    another shape, or out of root."""
+    path = Path(path)
+    if not os.path.lexists(path):
+        if not missing_ok:
+            warn(Problem(str(path), "missing"), sink)
+        return kind()
+    why = escapes(path, root)
+    if why is None:
+        try:
+            obj = read_json(path)
+            if isinstance(obj, kind):
+                return obj
+            why = f"not a JSON {'object' if kind is dict else 'list'} (a {type(obj).__name__})"
+        except READ_ERRORS as exc:
+            why = reason_of(exc)
+    warn(Problem(str(path), why), sink)
+    return kind()
+
+
+def load_parquet(path: Path, sink: list | None = None, *, root: Path, need: tuple = ()) -> pl.DataFrame | None:
+    """A parquet file, or None when it is unreadable, lacks a column of `need`, or is out of root."""
+    why = escapes(path, root)
+    if why is None:
+        try:
+            df = read_parquet(path)
+            missing = [c for c in need if c not in df.columns]
+            if not missing:
+                return df
+            why = f"not a run record: no column {missing}"
+        except READ_ERRORS as exc:
+            why = reason_of(exc)
+    warn(Problem(str(path), why), sink)
+    return None
+
+
+def load_metrics(run_dir: Path, sink: list | None = None) -> pl.DataFrame:
+    """read_metrics for a run folder you did not write (runs folder = the run's parent)."""
+    path = Path(run_dir) / "metrics.parquet"
+    df = load_parquet(path, sink, root=Path(run_dir).parent, need=("step",)) if os.path.lexists(path) else None
+    return pl.DataFrame() if df is None else df
+
+
+def half_written(run_dir: Path) -> list[Problem]:
+    """Rollout temporaries: a step being written now, or left by a crash (never read)."""
+    return [Problem(str(t), "a half-written step (a write in progress, or a crash): not read")
+            for t in sorted((Path(run_dir) / "rollouts").glob("step_*.parquet.tmp"))]
+
+
+def load_rollouts(run_dir: Path, sink: list | None = None, steps: list[int] | None = None) -> pl.DataFrame:
+    """read_rollouts that skips (and reports) unreadable parts and half-written steps."""
+    for problem in half_written(run_dir):
+        warn(problem, sink)
+    wanted = None if steps is None else set(steps)
+    frames = [load_parquet(p, sink, root=Path(run_dir).parent, need=("step", "stage", "completion"))
+              for step, p in rollout_parts(run_dir).items() if wanted is None or step in wanted]
+    frames = [f for f in frames if f is not None]
+    return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(schema=ROLLOUT_SCHEMA)
+
+
+def find_runs(output_dir: Path, sink: list | None = None) -> list[Path]:
+    """Run directories under output_dir: those with config.json, and (reported) those holding run
+    records without one. Links that lead outside output_dir are reported and left out."""
+    root = Path(output_dir)
+    runs = []
+    for p in sorted(root.iterdir()) if root.is_dir() else []:
+        if p.is_symlink() and (why := escapes(p, root)):
+            warn(Problem(str(p), why), sink)
+        elif not p.is_dir():
+            continue
+        elif os.path.lexists(p / "config.json"):
+            runs.append(p)
+        elif any(os.path.lexists(p / f) for f in RUN_FILES):
+            warn(Problem(str(p / "config.json"), "missing: the run is shown without its settings"), sink)
+            runs.append(p)
+    return runs

@@ -1,11 +1,13 @@
 """The served dashboard in headless Chromium: click through every page, screenshot each, and check that an
-HTML/script completion appears as visible text and never runs.
+HTML/script completion appears as visible text and never runs; and the same over the hostile runs folder of
+tests/hostile_runs.py (payloads in every text field and name, corrupt files, links out of the folder).
 
 Uses Debian's /usr/bin/chromium through playwright's python API (never `playwright install`); install it
 with scripts/setup_browser.sh. Screenshots go to artifacts/screenshots/ (gitignored).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from hostile_runs import PAYLOAD, PAYLOAD_RUN, SECRET, build_hostile_runs
 from test_dashboard import SCRIPT, build_dashboard_runs, payload_near_miss_label
 
 pytestmark = pytest.mark.browser
@@ -38,17 +41,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def _need_chromium() -> None:
     if not Path(CHROMIUM).exists():
         msg = f"{CHROMIUM} is missing: run `bash scripts/setup_browser.sh` (apt-get install chromium)"
         if os.environ.get("CI"):
             pytest.fail(msg)
         pytest.skip(msg)
-    runs = build_dashboard_runs(tmp_path_factory)
-    RUNS[:] = [runs]
+
+
+@contextlib.contextmanager
+def _serve(runs: Path, log: Path):
+    """`streamlit run dashboards/app.py -- --runs RUNS` on a free port; yields its URL."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("streamlit") / "server.log"
     cmd = [sys.executable, "-m", "streamlit", "run", "dashboards/app.py", "--server.port", str(port),
            "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
            "--", "--runs", str(runs)]
@@ -74,6 +78,23 @@ def server(tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    _need_chromium()
+    runs = build_dashboard_runs(tmp_path_factory)
+    RUNS[:] = [runs]
+    with _serve(runs, tmp_path_factory.mktemp("streamlit") / "server.log") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def hostile_server(tmp_path_factory):
+    _need_chromium()
+    hr = build_hostile_runs(tmp_path_factory.mktemp("hostile"))
+    with _serve(hr.root, tmp_path_factory.mktemp("streamlit") / "server.log") as url:
+        yield url, hr
 
 
 def _settle(page, timeout_s: float = 30.0) -> None:
@@ -151,4 +172,49 @@ def test_click_through_pages_and_screenshot(server):
             browser.close()
     assert dialogs == [], f"a dialog fired: {dialogs}"
     assert errors == [], f"uncaught errors in the page: {errors}"
+    assert all(p.exists() and p.stat().st_size > 10_000 for p in shots)
+
+
+# Elements a payload would create if any of it were rendered as HTML (Streamlit's own page has none of them).
+INJECTED = 'img[src="x"], iframe, a[href^="javascript"], b'
+PAYLOAD_SCRIPTS = "Array.from(document.scripts).filter(s => s.text.includes('PWNED')).length"
+
+
+def test_hostile_runs_folder_in_chromium(hostile_server):
+    """Every page: rendered, the warning naming the bad files visible, the payload text visible as text,
+    the title unchanged, no dialog, no element from a payload in the DOM, nothing from outside the folder."""
+    from playwright.sync_api import sync_playwright
+    url, hr = hostile_server
+    dialogs: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            page.goto(url, wait_until="domcontentloaded")
+            _settle(page, 60)
+            shots = []
+            for label, name in PAGES:
+                _goto(page, label)
+                if label == "Rollouts":
+                    _choose(page, "rb_run", PAYLOAD_RUN)
+                assert page.locator('[data-testid="stException"]').count() == 0, label
+                alert = page.locator('[data-testid="stAlert"]').filter(has_text="could not be read").first
+                alert.wait_for(timeout=20000)
+                for rel in hr.bad:
+                    assert alert.get_by_text(rel, exact=True).count() == 1, (label, rel)
+                if label in ("Rollouts", "Near misses", "Evaluation"):
+                    page.get_by_text(PAYLOAD).filter(visible=True).first.wait_for(timeout=20000)
+                if label == "Near misses":
+                    page.get_by_text("more chars]").filter(visible=True).first.wait_for(timeout=20000)
+                time.sleep(1.0)  # give an onerror handler, had one been created, time to fire
+                assert page.title() == "iGRPO Workbench", (label, page.title())
+                found = page.evaluate(f"Array.from(document.querySelectorAll({INJECTED!r})).map(e => e.outerHTML.slice(0, 300))")
+                assert found == [], (label, found)
+                assert page.evaluate(PAYLOAD_SCRIPTS) == 0, label
+                assert SECRET not in page.evaluate("document.body.innerText"), label
+                shots.append(_shoot(page, f"hostile_{name}"))
+        finally:
+            browser.close()
+    assert dialogs == [], f"a dialog fired: {dialogs}"
     assert all(p.exists() and p.stat().st_size > 10_000 for p in shots)

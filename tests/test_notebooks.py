@@ -134,3 +134,16 @@ def test_analysis_notebook_reads_runs(quickstart):
     assert "first_step_below_0.5x" in text and "qs-igrpo-s0" in text and "qs-grpo-s0" in text
     assert "near misses" in text or "--- " in text
     assert figs >= 4
+
+
+def test_analysis_notebook_over_a_hostile_runs_folder(kernel, tmp_path):
+    """Corrupt, missing, wrong-shaped and out-of-folder files are skipped with a warning naming each one."""
+    from hostile_runs import SECRET, build_hostile_runs
+    hr = build_hostile_runs(tmp_path)
+    path, text, figs = run("analysis", {"run_dirs": [], "newest": 50, "output_dir": str(hr.root)},
+                           output=tmp_path / "analysis.ipynb")
+    for rel in hr.bad:
+        if not rel.startswith("eval-broken"):  # an evaluation outside any run: the dashboard's, not this notebook's
+            assert f"warning: skipped {hr.root / rel}: " in text, rel
+    assert SECRET not in text and figs >= 3
+    assert "more chars]" in text  # the 10 MB near miss is printed clipped
