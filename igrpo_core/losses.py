@@ -82,7 +82,7 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> 
 # ----------------------------------------------------------------------------- advantages
 
 def group_advantages(rewards: torch.Tensor, *, scale_rewards: str = "group",
-                     eps: float = 1e-4) -> torch.Tensor:
+                     eps: float = 1e-4, batch_std: float | None = None) -> torch.Tensor:
     """Group-relative advantages: rewards (P, G) -> adv (P, G).
 
     "group": (R - mean_group) / (std_group + eps)   GRPO, Shao et al. 2024 (DeepSeekMath)
@@ -90,6 +90,7 @@ def group_advantages(rewards: torch.Tensor, *, scale_rewards: str = "group",
     "none" : R - mean_group                         Dr. GRPO, Liu et al. 2025 (no std division)
     std is unbiased (torch.std, correction=1), matching TRL. A group with all-equal rewards gets
     exactly 0. Flatten with `.reshape(-1)` to get the (B,) advantages `policy_loss` takes.
+    batch_std: "batch"'s std when the batch is larger than `rewards` (other processes' groups).
     """
     check_choice("scale_rewards", scale_rewards, SCALE_REWARDS)
     _check_rewards(rewards)
@@ -98,7 +99,8 @@ def group_advantages(rewards: torch.Tensor, *, scale_rewards: str = "group",
     if scale_rewards == "group":
         adv = centred / (rewards.std(dim=1, keepdim=True) + eps)  # (P, G)
     elif scale_rewards == "batch":
-        adv = centred / (rewards.std() + eps)  # (P, G); a scalar std
+        std = rewards.std() if batch_std is None else batch_std
+        adv = centred / (std + eps)  # (P, G); a scalar std
     else:
         adv = centred  # (P, G)
     constant = (rewards == rewards[:, :1]).all(dim=1, keepdim=True)  # (P, 1)

@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from igrpo_core import lora, losses, provenance, records
+from igrpo_core import distributed, lora, losses, provenance, records
 from igrpo_core.config import Config
 from igrpo_core.engine import SamplingParams
 from igrpo_core.igrpo import Rollout, collect_grpo, collect_igrpo
@@ -119,6 +119,10 @@ class Trainer:
         self.cfg, self.callbacks = cfg, callbacks or []
         setup_threads(cfg.torch_threads)
         self.device = resolve_device(cfg.device)
+        self.dist = distributed.setup(self.device)   # one process unless started by `accelerate launch`
+        if self.dist.world > 1:
+            self.device = self.dist.accelerator.device
+            self.dist.shard(cfg.prompts_per_step)      # an uneven split is an error now, not at step 1
         self.amp = autocast_dtype(cfg.dtype, self.device)
         run_name = cfg.run_name or f"{cfg.algo}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
         self.cfg = cfg = cfg.replace(run_name=run_name)
@@ -133,19 +137,25 @@ class Trainer:
             from igrpo_core.judge import build_judge
             self.judge = build_judge(cfg)
         self.reward_fns = build_reward_fns(cfg, judge=self.judge, custom=custom_rewards)
-        records.init_run_dir(self.run_dir, cfg.to_dict())
-        records.append_provenance(self.run_dir, provenance.collect(
-            model=cfg.model_name_or_path, gguf_file=cfg.gguf_file, device=str(self.device), dtype=cfg.dtype,
-            datasets={cfg.dataset: self.examples}))
         torch.manual_seed(cfg.seed)
         self.model, self.ref_model = self._load_policy()
-        # chat template or plain text (base models), and what trains: part of the run's evidence
-        records.write_json(self.run_dir / "model.json", {
-            "prompt_format": prompt_format(self.tokenizer), **lora.parameter_counts(self.model),
-            "peft": {k: getattr(cfg, k) for k in ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")}
-            if cfg.use_peft else None})
-        self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=cfg.learning_rate,
-                                     weight_decay=cfg.weight_decay, betas=(cfg.adam_beta1, cfg.adam_beta2))
+        if self.dist.is_main:  # one process writes the records
+            records.init_run_dir(self.run_dir, cfg.to_dict())
+            records.append_provenance(self.run_dir, provenance.collect(
+                model=cfg.model_name_or_path, gguf_file=cfg.gguf_file, device=str(self.device), dtype=cfg.dtype,
+                datasets={cfg.dataset: self.examples}))
+            # chat template or plain text (base models), and what trains: part of the run's evidence
+            records.write_json(self.run_dir / "model.json", {
+                "prompt_format": prompt_format(self.tokenizer), **lora.parameter_counts(self.model),
+                "processes": self.dist.world,
+                "peft": {k: getattr(cfg, k) for k in ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")}
+                if cfg.use_peft else None})
+        self.dist.barrier()
+        opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=cfg.learning_rate,
+                                weight_decay=cfg.weight_decay, betas=(cfg.adam_beta1, cfg.adam_beta2))
+        # train_model: what the loss runs through (DDP/FSDP-wrapped under accelerate); self.model: the
+        # plain module the engine samples with and checkpoints save (the same parameters).
+        self.train_model, self.opt = self.dist.prepare(self.model, opt)
         updates = cfg.max_steps * cfg.num_iterations
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(
             cfg.lr_scheduler_type, updates, int(cfg.warmup_ratio * updates), cfg.min_lr_rate))
@@ -175,6 +185,9 @@ class Trainer:
     # --- checkpoints -------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
         ckpt = self.run_dir / "checkpoints" / f"step_{self.step:06d}"
+        if not self.dist.is_main:   # parameters and optimizer state are identical on every process
+            self.dist.barrier()
+            return ckpt
         ckpt.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(ckpt / "model", safe_serialization=True)
         self.tokenizer.save_pretrained(ckpt / "model")
@@ -184,13 +197,17 @@ class Trainer:
                    ckpt / "state.pt")
         records.write_json(ckpt / "trainer_state.json", {"step": self.step})  # written last: marks complete
         records.prune_checkpoints(self.run_dir, self.cfg.save_total_limit)
+        self.dist.barrier()
         return ckpt
 
     def maybe_resume(self) -> None:
         ckpts = records.checkpoint_dirs(self.run_dir)
         if not self.cfg.resume or not ckpts:  # a fresh start: nothing of an earlier attempt may remain
-            records.truncate_after(self.run_dir, 0)
-            shutil.rmtree(self.run_dir / "checkpoints", ignore_errors=True)
+            self.dist.barrier()               # every process has looked before the main one deletes
+            if self.dist.is_main:
+                records.truncate_after(self.run_dir, 0)
+                shutil.rmtree(self.run_dir / "checkpoints", ignore_errors=True)
+            self.dist.barrier()
             return
         ckpt = ckpts[-1]
         if self.cfg.use_peft:
@@ -205,7 +222,9 @@ class Trainer:
         if extra["rng_cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(extra["rng_cuda"])
         self.step = records.read_json(ckpt / "trainer_state.json")["step"]
-        records.truncate_after(self.run_dir, self.step)
+        self.dist.barrier()
+        if self.dist.is_main:
+            records.truncate_after(self.run_dir, self.step)
         self.engine.sync_weights(self.model)
 
     def _load_full_weights(self, ckpt: Path) -> None:
@@ -227,8 +246,20 @@ class Trainer:
         params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
                                 max_new_tokens=cfg.max_completion_length,
                                 seed=(cfg.seed * 1_000_003 + step * 101 + batch_index * 7) % 2**31)
+        part = self.dist.shard(len(batch))   # this process's prompts; a group never spans processes
+        params.prompt_offset = part.start
         collect = collect_igrpo if cfg.algo == "igrpo" else collect_grpo
-        return collect(self.engine, self.tokenizer, batch, cfg, step, params, self.reward_fns)
+        ro = collect(self.engine, self.tokenizer, batch[part], cfg, step, params, self.reward_fns)
+        for row in ro.rows:
+            row["group_index"] += part.start
+        if self.dist.world > 1 and cfg.scale_rewards == "batch":   # the std of the whole batch's rewards
+            reward_lists = self.dist.gather(ro.rewards.reshape(-1).tolist())
+            std = torch.tensor([r for rs in reward_lists for r in rs], dtype=torch.float64).std().item()
+            ro.adv = losses.group_advantages(ro.rewards, scale_rewards="batch", batch_std=std).reshape(-1).float()
+            trained = [r for r in ro.rows if r.get("advantage") is not None]
+            for row, a in zip(trained, ro.adv.tolist()):
+                row["advantage"] = a
+        return ro
 
     def _micro_batches(self, ro: Rollout):
         n, mb = len(ro.completion_ids), self.cfg.per_device_train_batch_size
@@ -254,14 +285,17 @@ class Trainer:
     def update(self, rollouts: list[Rollout], old: list, ref: list) -> dict:
         """One optimizer update over all rollout batches of this step."""
         cfg = self.cfg
-        self.model.train()
+        self.train_model.train()
         total_seqs = sum(len(r.completion_ids) for r in rollouts)
-        total_tokens = sum(len(c) for r in rollouts for c in r.completion_ids)
+        # DAPO divides by the token count of the whole (all-process) batch; DDP then averages the
+        # processes' gradients, so each process's share is scaled back up by the world size.
+        total_tokens = self.dist.sum(sum(len(c) for r in rollouts for c in r.completion_ids))
+        dapo_scale = self.dist.world if cfg.loss_type == "dapo" else 1
         n_micro = sum(1 for r in rollouts for _ in self._micro_batches(r))
         sums: dict[str, float] = {}
         for ro, old_r, ref_r in zip(rollouts, old, ref):
             for k, sl in enumerate(self._micro_batches(ro)):
-                logp, mask, ent = sequence_logps(self.model, ro.prompt_ids[sl], ro.completion_ids[sl],
+                logp, mask, ent = sequence_logps(self.train_model, ro.prompt_ids[sl], ro.completion_ids[sl],
                                                  pad_id=self.engine.pad_id, device=self.device,
                                                  amp_dtype=self.amp, with_entropy=True,
                                                  temperature=cfg.temperature)
@@ -274,17 +308,19 @@ class Trainer:
                     ref_logp=ref_r[k] if ref_r is not None else None, beta=cfg.beta, num_items=total_tokens)
                 weight = losses.accumulation_weight(cfg.loss_type, micro_seqs=sl.stop - sl.start,
                                                     total_seqs=total_seqs, n_micro=n_micro)
-                (loss * weight).backward()
-                m["loss"] = loss.item() * weight
+                self.dist.backward(loss * weight * dapo_scale)
+                # loss and pg_loss add up as the gradient does (their process average is the batch's);
+                # the other metrics are means over sequences
+                m["loss"], m["pg_loss"] = loss.item() * weight * dapo_scale, m["pg_loss"] * weight * dapo_scale
                 m["entropy_sum"] = (ent * mask).sum().item()
                 for key, v in m.items():
-                    w = 1.0 if key in ("loss", "entropy_sum") else (sl.stop - sl.start) / total_seqs
+                    w = 1.0 if key in ("loss", "pg_loss", "entropy_sum") else (sl.stop - sl.start) / total_seqs
                     sums[key] = sums.get(key, 0.0) + float(v) * w
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
         self.opt.step()
         self.sched.step()
         self.opt.zero_grad(set_to_none=True)
-        sums["entropy"] = sums.pop("entropy_sum") / max(1, total_tokens)
+        sums["entropy"] = self.dist.sum(sums.pop("entropy_sum")) / max(1, total_tokens)
         sums["grad_norm"] = float(grad_norm)
         return sums
 
@@ -300,44 +336,88 @@ class Trainer:
         self.engine.sync_weights(self.model)  # no-op for the transformers engine (same model object)
         step_time = time.perf_counter() - t0
         stats = _merge_stats([r.stats for r in rollouts])
-        tokens = stats.pop("generated_tokens")
-        row = {"step": step, "lr": lr, **upd, **stats,
-               "gen_time_s": gen_time, "step_time_s": step_time, "tokens_per_s": tokens / step_time}
-        if cfg.log_completions:
-            records.write_rollouts(self.run_dir, step, [r for ro in rollouts for r in ro.rows])
-        records.append_metrics(self.run_dir, row)
+        counts = {"trained": sum(len(r.completion_ids) for r in rollouts),
+                  "drafts": sum(1 for r in rollouts for row in r.rows if row["stage"] == "draft")}
+        row = self._reduce({"step": step, "lr": lr, **upd, **stats}, counts)
+        tokens = row.pop("generated_tokens")
+        row.update(gen_time_s=gen_time, step_time_s=step_time, tokens_per_s=tokens / step_time)
+        rows = [r for ro in rollouts for r in ro.rows] if cfg.log_completions else []
+        if self.dist.world > 1:   # every process's rows, in the order one process writes them
+            rows = sorted((r for part in self.dist.gather(rows) for r in part),
+                          key=lambda r: (STAGE_ORDER.get(r["stage"], 9), r["group_index"]))
+        if self.dist.is_main:
+            if cfg.log_completions:
+                records.write_rollouts(self.run_dir, step, rows)
+            records.append_metrics(self.run_dir, row)
         return row
+
+    def _reduce(self, row: dict, counts: dict[str, int]) -> dict:
+        """Metrics of the whole batch from every process's: counts add up, standard deviations pool
+        (from each process's count, mean and std), the rest average (shards are equal; the loss,
+        ratio and clip metrics are per-process means; entropy is already global)."""
+        if self.dist.world == 1:
+            return row
+        same = {"step", "lr", "grad_norm", "entropy"}    # identical on every process after the update
+        out = {}
+        for key, v in row.items():
+            if key in same or v is None:
+                out[key] = v
+            elif key in POOLED_STDS:
+                mean_key, count_key = POOLED_STDS[key]
+                out[key] = self._pooled_std(counts[count_key], row[mean_key], v)
+            else:
+                total = self.dist.sum(v)
+                out[key] = total if key in SUMMED_STATS else total / self.dist.world
+        return out
+
+    def _pooled_std(self, n: int, mean: float, std: float) -> float:
+        """Unbiased std of the union of every process's n values, from each one's mean and std."""
+        total_n = self.dist.sum(n)
+        grand = self.dist.sum(n * mean) / total_n
+        squares = self.dist.sum((n - 1) * std ** 2 + n * mean ** 2)
+        return max(0.0, (squares - total_n * grand ** 2) / max(1.0, total_n - 1)) ** 0.5
 
     def train(self) -> Path:
         cfg = self.cfg
         self.maybe_resume()
-        records.write_status(self.run_dir, "running", self.step, cfg.max_steps)
+        self._status("running")
         from tqdm.auto import tqdm
-        bar = tqdm(total=cfg.max_steps, initial=self.step, desc=f"{cfg.algo} {cfg.run_name}", unit="step")
+        bar = tqdm(total=cfg.max_steps, initial=self.step, desc=f"{cfg.algo} {cfg.run_name}", unit="step",
+                   disable=not self.dist.is_main)
         try:
             while self.step < cfg.max_steps:
                 row = self.train_step(self.step + 1)
                 self.step += 1
                 if self.step % cfg.save_steps == 0 or self.step == cfg.max_steps:
                     self.save_checkpoint()
-                records.write_status(self.run_dir, "running", self.step, cfg.max_steps)
+                self._status("running")
                 bar.update(1)
                 bar.set_postfix(reward=f"{row['reward_mean']:.3f}", ent=f"{row['entropy']:.2f}")
                 for cb in self.callbacks:
                     cb(self.step, row)
         except BaseException as exc:
             state = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            records.write_status(self.run_dir, state, self.step, cfg.max_steps, f"{type(exc).__name__}: {exc}")
+            self._status(state, f"{type(exc).__name__}: {exc}")
             raise
         finally:
             bar.close()
-        records.write_status(self.run_dir, "finished", self.step, cfg.max_steps)
+        self._status("finished")
         return self.run_dir
+
+    def _status(self, state: str, error: str | None = None) -> None:
+        if self.dist.is_main:
+            records.write_status(self.run_dir, state, self.step, self.cfg.max_steps, error)
+
+
+STAGE_ORDER = {"draft": 0, "refine": 1, "grpo": 1}   # rollout rows: drafts first, as collect_igrpo emits
+SUMMED_STATS = {"reward_failures", "draft_truncations", "generated_tokens"}   # counts, not means
+POOLED_STDS = {"reward_std": ("reward_mean", "trained"), "refine_reward_std": ("refine_reward_mean", "trained"),
+               "draft_reward_std": ("draft_reward_mean", "drafts")}   # std -> (its mean, its count)
 
 
 def _merge_stats(stats: list[dict]) -> dict:
     """Average rollout stats over accumulation batches (counts are summed)."""
-    summed = {"reward_failures", "draft_truncations", "generated_tokens"}
+    summed = SUMMED_STATS
     out = {}
     for key in stats[0]:
         vals = [s[key] for s in stats if s.get(key) is not None]

@@ -30,6 +30,7 @@ LAYERS = [
     "records",      # run and evaluation directories: schemas, atomic writes, readers
     "metrics",      # pass@k, maj@k, per-set summaries (torch-free)
     "lora",         # LoRA adapters (peft), the base as reference, merged weights
+    "distributed",  # processes under accelerate: shards, reductions, DDP/FSDP wrapping
     "engine",       # rollout engine protocol and the transformers engine
     "engine_vllm",  # the vLLM engine (the only vllm importer)
     "models",       # model/tokenizer loading, device and dtype, make_engine
