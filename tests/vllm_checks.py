@@ -132,6 +132,17 @@ def check_completions(ctx) -> dict:
     return {"stopped": sum(c.finish_reason == "stop" for c in comps), "samples": len(comps)}
 
 
+def check_large_batch(ctx) -> dict:
+    """A rollout batch whose prompts exceed one scheduler step's token budget (a partial prefill)."""
+    from igrpo_core.engine import SamplingParams
+    eng, p = ctx["eng"], ctx["prompts"][0]
+    budget = eng.llm.llm_engine.vllm_config.scheduler_config.max_num_batched_tokens
+    n_prompts = budget // (4 * len(p)) + 2                     # x 4 samples: just over one step's budget
+    comps = eng.generate([p] * n_prompts, SamplingParams(n=4, temperature=1.0, max_new_tokens=2, seed=7))
+    assert len(comps) == 4 * n_prompts
+    return {"prompt_tokens": 4 * n_prompts * len(p), "max_num_batched_tokens": budget}
+
+
 def check_seeds_distinct(ctx) -> dict:
     from igrpo_core.engine import SamplingParams
     eng, p = ctx["eng"], ctx["noisy_prompt"]
@@ -206,7 +217,8 @@ CHECKS = [("logprobs_agree", check_logprobs_agree), ("completions", check_comple
           ("prefix_caching", check_prefix_caching),
           ("seeds_distinct", check_seeds_distinct), ("sync_weights", check_sync_weights),
           ("train_grpo", lambda ctx: check_train(ctx, "grpo")),
-          ("train_igrpo", lambda ctx: check_train(ctx, "igrpo"))]
+          ("train_igrpo", lambda ctx: check_train(ctx, "igrpo")),
+          ("large_batch", check_large_batch)]     # last: when it fails, vLLM's engine core is dead
 
 
 def main(out_path: Path, work: Path) -> None:
