@@ -79,7 +79,5 @@ def test_vllm_igrpo_run_two_steps(checks):
     _assert_ok(checks, "train_igrpo")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="vLLM seeds overlap until issue 8 item 4 lands (one seed for every prompt in a call)")
 def test_vllm_seeds_never_overlap_within_a_call(checks):
     _assert_ok(checks, "seeds_distinct")
