@@ -49,6 +49,8 @@ def _check_model_source(name_or_path: str, gguf_file: str | None) -> None:
 
 
 def _from_pretrained(cls, name_or_path: str, **kwargs):
+    if name_or_path.startswith("~"):  # config files name cache paths like ~/.cache/igrpo/...
+        name_or_path = str(Path(name_or_path).expanduser())
     try:
         return cls.from_pretrained(name_or_path, **kwargs)
     except OSError as exc:
@@ -92,11 +94,15 @@ def load_transformers_engine(name_or_path: str, gguf_file: str | None = None, *,
 
 
 def load_examples(spec: str, *, tiny_num_problems: int = 4000, limit: int | None = None) -> list[dict]:
-    """"tiny:train" / "tiny:heldout" generate the built-in task; anything else goes to data.load_any."""
+    """"tiny:train" / "tiny:heldout" and "words[N]:train|heldout" generate built-in tasks (tiny_num_problems
+    rows); anything else goes to data.load_any."""
     if spec.startswith("tiny"):
         from igrpo_core import tinyworld
         split = spec.partition(":")[2] or "train"
         rows = tinyworld.make_split(split, tiny_num_problems)
+    elif spec.startswith("words"):  # "words:train", "words1:heldout": see wordproblems
+        from igrpo_core import wordproblems
+        rows = wordproblems.load_spec(spec, tiny_num_problems)
     else:
         from igrpo_core import data
         rows = data.load_any(spec)
