@@ -5,6 +5,7 @@ One- or two-operation integer problems in plain English, with gold answers:
     "Tom has 7 apples. He buys 5 more. How many apples does he have now?"   -> "12"
 
 Levels (measured success rates of SmolLM2-135M-Instruct are in the README):
+    0: one + or -, single-digit operands (1..9)
     1: one + or -, operands 2..20
     2: one of + - * /, larger operands (+/- up to 99, * and / with factors 2..12)
     3: two operations (a * or +/- step, then a +/- step)
@@ -27,14 +28,17 @@ from igrpo_core.tinyworld import stable_hash
 
 SOURCE = "words"
 HELDOUT_BUCKETS = 10
-DEFAULT_LEVEL = 2
-LEVELS = (1, 2, 3)
+DEFAULT_LEVEL = 0  # the level where SmolLM2-135M (Q4_1 GGUF) succeeds 20-60% of the time
+LEVELS = (0, 1, 2, 3)
 
-# The instruction the recipe gives the model: without it SmolLM2 answers in prose, no \boxed{}.
-SYSTEM_PROMPT = ("You are a careful math tutor. Solve the word problem in one or two short sentences, "
-                 "then write the final answer as \\boxed{N}, where N is a whole number.")
+# How the model is told to answer: without it SmolLM2 answers in prose, no \boxed{}. A system prompt
+# alone is mostly ignored by the 135M model; the same request at the end of the user turn is followed
+# far more often, so every problem text ends with INSTRUCTION (the gold answer is unaffected).
+# Asking for the answer only also keeps completions short (measured: 40 vs 58 tokens on level 0).
+SYSTEM_PROMPT = "Reply with only the final answer, written as \\boxed{number}."
+INSTRUCTION = "Reply with only the answer, like \\boxed{5}."
 DRAFT_TEMPLATE = ("{question}\n\nHere is a previous attempt. It may be wrong:\n{draft}\n\n"
-                  "Check it and solve the problem again. End with the final answer as \\boxed{{N}}.")  # str.format: {{ }} are literal
+                  "Check it and solve the problem again. Reply with only the answer, like \\boxed{{5}}.")  # {{}}: format
 
 PEOPLE = [("Tom", "he", "his"), ("Anna", "she", "her"), ("Ben", "he", "his"), ("Mia", "she", "her"),
           ("Sam", "he", "his"), ("Lily", "she", "her"), ("Max", "he", "his"), ("Emma", "she", "her"),
@@ -71,12 +75,13 @@ class Problem:
 
 def _operands(rng: random.Random, op: str, level: int) -> tuple[int, int, int]:
     """(a, b, a op b) with a non-negative whole result."""
-    top = 20 if level == 1 else 99
+    top = 9 if level == 0 else 20 if level == 1 else 99
     if op == "+":
-        a, b = rng.randint(2, top), rng.randint(2, top)
+        lo = 1 if level == 0 else 2
+        a, b = rng.randint(lo, top), rng.randint(lo, top)
         return a, b, a + b
     if op == "-":
-        a = rng.randint(3, top)
+        a = rng.randint(2 if level == 0 else 3, top)
         b = rng.randint(1, a - 1)
         return a, b, a - b
     if op == "*":
@@ -87,7 +92,7 @@ def _operands(rng: random.Random, op: str, level: int) -> tuple[int, int, int]:
 
 
 def sample_problem(rng: random.Random, level: int) -> Problem:
-    if level == 1:
+    if level in (0, 1):
         op = rng.choice("+-")
         a, b, r = _operands(rng, op, level)
         return Problem((op,), (a, b), r)
@@ -113,6 +118,7 @@ def is_heldout(key: str) -> bool:
 
 
 def render(rng: random.Random, p: Problem) -> str:
+    """The problem in words, without the answer instruction."""
     name, he, his = rng.choice(PEOPLE)
     f = dict(name=name, He=he.capitalize(), he=he, his=his, him="him" if he == "he" else "her",
              item=rng.choice(ITEMS), a=p.nums[0], b=p.nums[1])
@@ -140,8 +146,8 @@ def make_split(split: str, n: int, level: int = DEFAULT_LEVEL, seed: int = 0) ->
         if is_heldout(key) != (split == "heldout") or text in seen:
             continue
         seen.add(text)
-        out.append({"id": f"words{level}/{split}/{len(out):05d}", "problem": text, "answer": str(p.answer),
-                    "source": SOURCE, "level": level, "key": key})
+        out.append({"id": f"words{level}/{split}/{len(out):05d}", "problem": f"{text}\n{INSTRUCTION}",
+                    "answer": str(p.answer), "source": SOURCE, "level": level, "key": key, "question": text})
     return out
 
 

@@ -55,13 +55,17 @@ def main(argv=None) -> int:
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no_system_prompt", action="store_true", help="measure without the format instruction")
+    p.add_argument("--system_prompt", help="try another instruction (default wordproblems.SYSTEM_PROMPT)")
+    p.add_argument("--instruction", help="user-turn answer instruction in place of wordproblems.INSTRUCTION")
     p.add_argument("--json", help="append one JSON line per (level, mode) here")
     ns = p.parse_args(argv)
     torch.set_num_threads(ns.threads)
     engine, tok = load_transformers_engine(ns.model, device="cpu", dtype="float32", batch_size=ns.batch_size)
-    system = None if ns.no_system_prompt else wordproblems.SYSTEM_PROMPT
+    system = None if ns.no_system_prompt else (ns.system_prompt or wordproblems.SYSTEM_PROMPT)
     for level in map(int, ns.levels.split(",")):
         rows = wordproblems.make_split("heldout", ns.n, level)
+        if ns.instruction is not None:  # try another answer instruction in place of wordproblems.INSTRUCTION
+            rows = [{**r, "problem": f"{r['question']}\n{ns.instruction}".rstrip()} for r in rows]
         for mode in ns.modes.split(","):
             res = measure(engine, tok, rows, system_prompt=system, greedy=mode == "greedy",
                           temperature=ns.temperature, max_new_tokens=ns.max_new_tokens)

@@ -17,7 +17,7 @@ NUM = re.compile(r"\d+")
 def _recompute(row: dict) -> int:
     """The answer from the problem text alone: the numbers in order, the ops named in the key."""
     level, ops, _ = row["key"].split(":")
-    nums = [int(x) for x in NUM.findall(row["problem"])]
+    nums = [int(x) for x in NUM.findall(row["question"])]
     acc = nums[0]
     for op, x in zip(ops.split(","), nums[1:]):
         acc = {"+": acc + x, "-": acc - x, "*": acc * x, "/": acc // x}[op]
@@ -32,9 +32,10 @@ def test_gold_answers_match_the_text(level):
     for r in rows:
         assert int(r["answer"]) == _recompute(r) >= 0, r
         # The key's operands are the numbers the text states, in order.
-        assert r["key"].split(":")[2] == ",".join(NUM.findall(r["problem"])), r
+        assert r["key"].split(":")[2] == ",".join(NUM.findall(r["question"])), r
+        assert r["problem"] == f"{r['question']}\n{wp.INSTRUCTION}"
     assert {op for r in rows for op in r["key"].split(":")[1].split(",")} == (
-        {"+", "-"} if level == 1 else {"+", "-", "*", "/"} if level == 2 else {"+", "-", "*"})
+        {"+", "-"} if level in (0, 1) else {"+", "-", "*", "/"} if level == 2 else {"+", "-", "*"})
 
 
 @pytest.mark.parametrize("level", wp.LEVELS)
@@ -69,13 +70,13 @@ def test_dataset_specs_resolve_through_load_examples():
 
 def test_accuracy_reward_reads_the_boxed_answer_the_prompt_asks_for():
     row = wp.make_split("heldout", 1, 2)[0]
-    assert "\\boxed{N}" in wp.SYSTEM_PROMPT
+    assert "\\boxed{" in wp.SYSTEM_PROMPT and row["problem"].endswith(wp.INSTRUCTION)
     good = f"That makes {row['answer']}. \\boxed{{{row['answer']}}}"
     bad = f"\\boxed{{{int(row['answer']) + 1}}}"
     assert score_one(good, row, ["accuracy"], [1.0]).total == 1.0
     assert score_one(bad, row, ["accuracy"], [1.0]).total == 0.0
     q = attach_draft(row["problem"], bad, wp.DRAFT_TEMPLATE)
-    assert row["problem"] in q and bad in q and q.endswith("\\boxed{N}.")
+    assert row["problem"] in q and bad in q and q.endswith("\\boxed{5}.")
 
 
 def test_unknown_level_and_split_are_errors():
@@ -83,3 +84,15 @@ def test_unknown_level_and_split_are_errors():
         wp.sample_problem(random.Random(0), 4)
     with pytest.raises(ValueError):
         wp.make_split("dev", 3, 1)
+
+
+def test_smollm2_recipe_config_loads_and_matches_the_task_module():
+    from pathlib import Path
+
+    from igrpo_core import config
+    cfg = config.load(Path(__file__).resolve().parents[1] / "configs" / "smollm2_words.yaml")
+    assert cfg.system_prompt == wp.SYSTEM_PROMPT and cfg.draft_template == wp.DRAFT_TEMPLATE
+    assert cfg.max_completion_length <= 64 and cfg.dataset.startswith("words")
+    assert cfg.reward_funcs == ["accuracy"]
+    assert config.load(Path(__file__).resolve().parents[1] / "configs" / "smollm2_words.yaml",
+                       overrides={"algo": "grpo"}).num_refinements == cfg.num_generations
