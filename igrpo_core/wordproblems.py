@@ -28,7 +28,7 @@ from igrpo_core.tinyworld import stable_hash
 
 SOURCE = "words"
 HELDOUT_BUCKETS = 10
-DEFAULT_LEVEL = 0  # the level where SmolLM2-135M (Q4_1 GGUF) succeeds 20-60% of the time
+DEFAULT_LEVEL = 0  # SmolLM2-135M (Q4_1 GGUF): 22% greedy, 9% sampled at T 0.7 (n=32), see README
 LEVELS = (0, 1, 2, 3)
 
 # How the model is told to answer: without it SmolLM2 answers in prose, no \boxed{}. A system prompt
