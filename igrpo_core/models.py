@@ -62,6 +62,8 @@ def _check_model_source(name_or_path: str, gguf_file: str | None) -> None:
 
 
 def _from_pretrained(cls, name_or_path: str, **kwargs):
+    if name_or_path.startswith("~"):  # config files name cache paths like ~/.cache/igrpo/...
+        name_or_path = str(Path(name_or_path).expanduser())
     try:
         return cls.from_pretrained(name_or_path, **kwargs)
     except OSError as exc:

