@@ -23,7 +23,8 @@ import torch
 from igrpo_core import lora, losses, provenance, records
 from igrpo_core.config import Config
 from igrpo_core.engine import SamplingParams
-from igrpo_core.igrpo import Rollout, collect_grpo, collect_igrpo
+from igrpo_core.igrpo import Rollout, collect_dynamic, collect_grpo, collect_igrpo, trained_tokens
+from igrpo_core.options import SUMMED_METRICS
 from igrpo_core.data import load_dataset
 from igrpo_core.models import (autocast_dtype, context_length, load_model, load_tokenizer, make_engine,
                                resolve_device, setup_threads)
@@ -222,13 +223,18 @@ class Trainer:
     # --- one step ----------------------------------------------------------------------------
     def collect(self, step: int, batch_index: int) -> Rollout:
         cfg = self.cfg
-        batch = batch_examples(self.examples, step, batch_index, cfg.prompts_per_step,
-                               cfg.prompts_per_step * cfg.gradient_accumulation_steps, cfg.seed)
-        params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
-                                max_new_tokens=cfg.max_completion_length,
-                                seed=(cfg.seed * 1_000_003 + step * 101 + batch_index * 7) % 2**31)
         collect = collect_igrpo if cfg.algo == "igrpo" else collect_grpo
-        return collect(self.engine, self.tokenizer, batch, cfg, step, params, self.reward_fns)
+
+        def draw(k: int) -> Rollout:  # k = 0: the step's batch; k >= 1: dynamic sampling's extra batches
+            batch = batch_examples(self.examples, step, batch_index, cfg.prompts_per_step,
+                                   cfg.prompts_per_step * cfg.gradient_accumulation_steps, cfg.seed + 7_919 * k)
+            params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
+                                    max_new_tokens=cfg.max_completion_length,
+                                    seed=(cfg.seed * 1_000_003 + step * 101 + batch_index * 7 + k * 7_919) % 2**31)
+            return collect(self.engine, self.tokenizer, batch, cfg, step, params, self.reward_fns)
+        if not cfg.dynamic_sampling:
+            return draw(0)
+        return collect_dynamic(draw, cfg.prompts_per_step, cfg.max_resample_batches)
 
     def _micro_batches(self, ro: Rollout):
         n, mb = len(ro.completion_ids), self.cfg.per_device_train_batch_size
@@ -256,7 +262,7 @@ class Trainer:
         cfg = self.cfg
         self.model.train()
         total_seqs = sum(len(r.completion_ids) for r in rollouts)
-        total_tokens = sum(len(c) for r in rollouts for c in r.completion_ids)
+        total_tokens = max(1, sum(trained_tokens(r) for r in rollouts))  # masked completions excluded
         n_micro = sum(1 for r in rollouts for _ in self._micro_batches(r))
         sums: dict[str, float] = {}
         for ro, old_r, ref_r in zip(rollouts, old, ref):
@@ -265,6 +271,8 @@ class Trainer:
                                                  pad_id=self.engine.pad_id, device=self.device,
                                                  amp_dtype=self.amp, with_entropy=True,
                                                  temperature=cfg.temperature)
+                if ro.loss_mask is not None:  # mask_truncated_completions: these sequences train nothing
+                    mask = mask * ro.loss_mask[sl].to(mask)[:, None]                   # (b, T)
                 old_logp = old_r[k] if old_r is not None else logp.detach()   # mu = 1: on-policy, ratio 1
                 loss, m = losses.policy_loss(
                     logp, old_logp, ro.adv[sl].to(self.device), mask, loss_type=cfg.loss_type,
@@ -337,7 +345,7 @@ class Trainer:
 
 def _merge_stats(stats: list[dict]) -> dict:
     """Average rollout stats over accumulation batches (counts are summed)."""
-    summed = {"reward_failures", "draft_truncations", "generated_tokens"}
+    summed = set(SUMMED_METRICS)
     out = {}
     for key in stats[0]:
         vals = [s[key] for s in stats if s.get(key) is not None]
