@@ -272,9 +272,13 @@ def _igrpo_stats(draft_groups, refine_groups, picks, plan, truncations, ro) -> d
 
 
 def collect_dynamic(draw: Callable[[int], Rollout], prompts_per_batch: int, max_resample_batches: int) -> Rollout:
-    """DAPO's dynamic sampling: batches draw(0), draw(1), ... until prompts_per_batch groups carry
+    """DAPO's dynamic sampling: batches draw(0), draw(1), ... until prompts_per_batch questions carry
     signal or max_resample_batches extra batches were drawn; trains sampling.filter_groups' choice.
-    Every sampled row is kept in the records (`dynamic_kept` says which trained)."""
+
+    A question carries signal when any of its trained sequences has a non-zero advantage (iGRPO: its
+    refinement group, or its draft group under draft_loss). Every sampled row stays in the records
+    (`dynamic_kept` says which trained); the rollout stats describe every batch sampled, before the
+    filter, except `loss_masked`, which counts the trained sequences."""
     batches, signal = [], []
     for k in range(max_resample_batches + 1):
         ro = draw(k)
@@ -286,7 +290,8 @@ def collect_dynamic(draw: Callable[[int], Rollout], prompts_per_batch: int, max_
     plan = sampling.filter_groups(signal, prompts_per_batch)
     merged = merge_groups(batches, sorted(plan["kept"] + plan["padded"]))
     merged.stats.update(dynamic_dropped=len(plan["dropped"]), dynamic_resampled=len(batches) - 1,
-                        dynamic_padded=len(plan["padded"]))
+                        dynamic_padded=len(plan["padded"]),
+                        loss_masked=0 if merged.loss_mask is None else int((merged.loss_mask == 0).sum()))
     return merged
 
 
