@@ -47,6 +47,20 @@ class Config:
     system_prompt: str | None = None      # None: no system message (tiny model); paper preset: Appendix C prompt
     draft_tie_break: opt.DraftTieBreak = "first"  # "first" (lowest sample index) | "shortest" | "random"
     all_drafts_failed: opt.AllDraftsFailed = "append"  # "append" best draft anyway (paper Prop. 3.1) | "question_only"
+    # --- beyond the paper (issue 11; iGRPO-only options are ignored by GRPO) ---
+    draft_selection: opt.DraftSelection = "best"  # draft stage 2 refines: "best" (paper) | "worst" | "random" |
+                                          # "near_miss" | "minority" (selection.choose_draft)
+    draft_loss: bool = False              # iGRPO: drafts form their own GRPO group (bare question) and train too
+    draft_loss_weight: float = 1.0        # factor on the draft group's advantages (refinements: 1)
+    adaptive_split: opt.AdaptiveSplit = "none"  # "none" | "agreement" | "solved": refinements per prompt from
+                                          # the drafts, budget kept (sampling.plan_refinements)
+    refine_rounds: int = 1                # refinement rounds R (paper: 1); G is split evenly over the rounds
+    refine_loss_rounds: opt.RefineLossRounds = "last"  # rounds the loss trains: "last" | "all"
+    dynamic_sampling: bool = False        # DAPO: drop zero-signal groups, draw more prompts (GRPO and iGRPO)
+    max_resample_batches: int = 3         # dynamic sampling: extra prompt batches per step at most
+    overlong_buffer_len: int = 0          # DAPO overlong shaping: penalty over the last L tokens (0 = off)
+    overlong_penalty_factor: float = 1.0  # DAPO: penalty at max_completion_length
+    mask_truncated_completions: bool = False  # TRL: length-capped completions get no loss
     # --- loss ---
     loss_type: opt.LossType = "grpo"      # "grpo" per-sequence | "bnpo"/"dapo" per-token | "dr_grpo" constant
     importance_sampling_level: opt.ImportanceSamplingLevel = "token"  # "token" | "sequence" (GSPO)
@@ -121,7 +135,8 @@ class Config:
         for name, allowed in literal_fields().items():
             if getattr(self, name) not in allowed:
                 errs.append(f"{name}={getattr(self, name)!r} is not one of {list(allowed)}")
-        for name in ("gradient_checkpointing", "use_peft"):
+        for name in ("gradient_checkpointing", "use_peft", "draft_loss", "dynamic_sampling",
+                     "mask_truncated_completions"):
             if not isinstance(getattr(self, name), bool):
                 errs.append(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.use_peft and (self.lora_r < 1 or self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1):
@@ -133,6 +148,7 @@ class Config:
             elif self.num_generations - self.num_drafts < 2:
                 errs.append("iGRPO needs at least 2 refinements (num_generations - num_drafts) for "
                             "group-relative advantages")
+            errs += self._beyond_paper_errors()
             for key in ("{question}", "{draft}"):
                 if key not in self.draft_template:
                     errs.append(f"draft_template must contain {key}")
@@ -144,6 +160,13 @@ class Config:
                      "save_total_limit", "tiny_num_problems"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 errs.append(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if not isinstance(self.max_resample_batches, int) or self.max_resample_batches < 0:
+            errs.append(f"max_resample_batches must be an integer >= 0, got {self.max_resample_batches!r}")
+        if not isinstance(self.overlong_buffer_len, int) or not 0 <= self.overlong_buffer_len <= self.max_completion_length:
+            errs.append(f"overlong_buffer_len must be an integer in [0, max_completion_length], "
+                        f"got {self.overlong_buffer_len!r}")
+        if not self.overlong_penalty_factor >= 0:
+            errs.append("overlong_penalty_factor must be >= 0")
         if not isinstance(self.eval_num_samples, int) or self.eval_num_samples < 0:
             errs.append(f"eval_num_samples must be >= 0 (0 = paper default per set), got {self.eval_num_samples!r}")
         if not self.temperature > 0 or not self.eval_temperature > 0:
@@ -168,6 +191,21 @@ class Config:
             errs.append("reward_timeout_s must be > 0")
         if errs:
             raise ValueError("invalid config:\n  " + "\n  ".join(errs))
+
+    def _beyond_paper_errors(self) -> list[str]:
+        """Checks of the iGRPO options of issue 11 (draft loss, rounds, adaptive split)."""
+        errs, G, R = [], self.num_refinements, self.refine_rounds
+        if self.draft_loss and self.num_drafts < 2:
+            errs.append("draft_loss needs num_drafts >= 2 (a group of one has no relative advantage)")
+        if not self.draft_loss_weight >= 0:
+            errs.append("draft_loss_weight must be >= 0")
+        if not isinstance(R, int) or R < 1:
+            errs.append(f"refine_rounds must be a positive integer, got {R!r}")
+        elif G % R or G // R < 2:
+            errs.append(f"refine_rounds={R} must divide the {G} refinements into rounds of at least 2")
+        elif R > 1 and self.adaptive_split != "none":
+            errs.append("adaptive_split needs refine_rounds=1")
+        return errs
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -11,8 +11,8 @@ user file carries (so custom rewards can read them).
   or, with `skip_bad_rows=True`, is skipped and listed in `LoadResult.skipped` — never silently.
 - `load_any(spec)` takes either a benchmark name ("math500", "gsm8k:train") or a path.
 - `load_dataset(spec)` is what a Config's `dataset` / `eval_dataset` names: the generated tiny
-  world ("tiny:train", "tiny:heldout"), generated word problems ("words0:train", ...), or anything
-  `load_any` takes; it returns the rows.
+  world ("tiny:train", "tiny:heldout"; "tiny-hard:train", "tiny-hard:heldout"), generated word
+  problems ("words0:train", ...), or anything `load_any` takes; it returns the rows.
 
 Deliberately left out: downloads (no dataset hub is reachable), prompt formatting (prompts.py),
 answer checking (answers.py; only its `parse_gold` is called, to reject gold answers math-verify
@@ -151,11 +151,12 @@ def load_any(spec: str, *, split: str | None = None, limit: int | None = None,
 
 
 def load_dataset(spec: str, *, tiny_num_problems: int = 4000, limit: int | None = None) -> list[dict]:
-    """Rows for a dataset spec: "tiny:train" / "tiny:heldout" (generated), a benchmark, or a file."""
+    """Rows for a dataset spec: "tiny:train" / "tiny:heldout" (generated; "tiny-hard:..." the harder
+    level, tinyworld.HARD), a benchmark, or a file."""
     name, _, split = spec.partition(":")
-    if name == "tiny":
+    if name in ("tiny", "tiny-hard"):  # tinyworld.LEVELS (not imported here: tinyworld loads lazily)
         from igrpo_core import tinyworld
-        rows = tinyworld.make_split(split or "train", tiny_num_problems)
+        rows = tinyworld.make_split(split or "train", tiny_num_problems, difficulty=tinyworld.LEVELS[name], name=name)
         rows = rows[:limit] if limit else rows
     elif name.startswith("words"):  # "words:train", "words1:heldout": generated word problems (wordproblems)
         from igrpo_core import wordproblems

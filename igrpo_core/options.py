@@ -19,6 +19,9 @@ ScaleRewards = Literal["group", "batch", "none"]
 LrScheduler = Literal["cosine", "constant", "linear"]
 DraftTieBreak = Literal["first", "shortest", "random"]
 AllDraftsFailed = Literal["append", "question_only"]
+DraftSelection = Literal["best", "worst", "random", "near_miss", "minority"]  # selection.choose_draft
+AdaptiveSplit = Literal["none", "agreement", "solved"]      # sampling.plan_refinements
+RefineLossRounds = Literal["last", "all"]                   # which refinement rounds the loss trains
 RolloutEngineName = Literal["transformers", "vllm"]
 Device = Literal["auto", "cpu", "cuda"]
 Dtype = Literal["auto", "float32", "bfloat16"]   # float16 would need loss scaling (not implemented)
@@ -28,6 +31,8 @@ ALGOS = get_args(Algo)
 LOSS_TYPES = get_args(LossType)
 IMPORTANCE_SAMPLING_LEVELS = get_args(ImportanceSamplingLevel)
 SCALE_REWARDS = get_args(ScaleRewards)
+DRAFT_SELECTIONS = get_args(DraftSelection)
+ADAPTIVE_SPLITS = get_args(AdaptiveSplit)
 BUILTIN_REWARDS = get_args(BuiltinReward)
 
 
@@ -49,9 +54,27 @@ IGRPO_METRICS = (
     "draft_reward_mean", "draft_reward_std", "best_draft_reward_mean", "refine_reward_mean",
     "refine_reward_std", "refine_gain", "refine_beats_draft", "refine_loses_to_draft",
     "draft_len_mean", "draft_truncations",
+    "chosen_draft_correct",      # share of chosen drafts that are right (compares draft_selection rules)
+    "draft_frac_zero_std",       # share of draft groups with all-equal rewards (draft_loss, adaptive_split)
+    "adaptive_skipped",          # prompts whose refinement the adaptive split skipped (count)
+)
+# Sampling tricks (sampling.py); counts are summed over accumulation batches.
+SAMPLING_METRICS = (
+    "sampled_prompts",           # prompts sampled this step, resamples included (count)
+    "sampled_completions",       # completions generated this step: the sampling budget spent (count)
+    "dynamic_dropped",           # zero-signal groups left out of the loss by dynamic sampling (count)
+    "dynamic_resampled",         # extra prompt batches drawn by dynamic sampling (count)
+    "dynamic_padded",            # zero-signal groups trained anyway to fill prompts_per_step (count)
+    "overlong_penalty_mean",     # mean overlong reward shaping over scored completions (<= 0)
+    "loss_masked",               # trained completions masked out by mask_truncated_completions (count)
+)
+# Rollout stats that are counts: summed, not averaged, over accumulation batches.
+SUMMED_METRICS = (
+    "reward_failures", "draft_truncations", "generated_tokens", "adaptive_skipped", "sampled_prompts",
+    "sampled_completions", "dynamic_dropped", "dynamic_resampled", "dynamic_padded", "loss_masked",
 )
 # One row of metrics.parquet per optimizer step: these columns, in this order.
 METRIC_COLUMNS = (
-    ("step", "lr", "loss", "grad_norm", "entropy") + LOSS_METRICS + ROLLOUT_METRICS + IGRPO_METRICS
+    ("step", "lr", "loss", "grad_norm", "entropy") + LOSS_METRICS + ROLLOUT_METRICS + IGRPO_METRICS + SAMPLING_METRICS
     + ("gen_time_s", "step_time_s", "tokens_per_s")
 )

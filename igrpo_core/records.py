@@ -54,18 +54,29 @@ ROLLOUT_SCHEMA = {
     "completion": pl.Utf8,          # decoded completion, special tokens removed
     "gold": pl.Utf8,                # reference answer
     "extracted": pl.Utf8,           # answer extracted from the completion (null if none)
-    "reward": pl.Float64,           # weighted total reward
+    "reward": pl.Float64,           # weighted total reward (+ reward_overlong when shaping is on)
     "reward_accuracy": pl.Float64,  # parts (null when that reward is not used)
     "reward_format": pl.Float64,
     "reward_judge": pl.Float64,
     "reward_status": pl.Utf8,       # "ok" | "no_answer" | "timeout" | "error: ..." from the checker
-    "advantage": pl.Float64,        # null for drafts (they get no gradient)
+    "advantage": pl.Float64,        # null for untrained rows: drafts (unless draft_loss), refinement
+                                    # rounds before the last (unless refine_loss_rounds="all")
     "prompt_tokens": pl.Int64,
     "completion_tokens": pl.Int64,  # includes EOS when finish_reason == "stop"
     "finish_reason": pl.Utf8,       # "stop" (EOS) | "length"
     "is_chosen_draft": pl.Boolean,  # the draft d-hat that stage 2 was conditioned on
     "draft_reward": pl.Float64,     # refine rows: reward of the chosen draft
     "draft_truncated": pl.Boolean,  # refine rows: the draft was shortened to fit max_prompt_length
+    # Issue 11 options; each null where its option is off or the row is not of its kind.
+    "selection_reason": pl.Utf8,    # chosen draft row: "<draft_selection rule>: why this draft"
+    "planned_refinements": pl.Int64,  # draft rows: refinements planned for the group (adaptive_split;
+                                    # 0 = refinement skipped); refine_rounds > 1: over all rounds
+    "refine_round": pl.Int64,       # refine rows: 1..refine_rounds (draft_reward is then the reward of
+                                    # the text this round refined: the chosen draft, then the best so far)
+    "reward_overlong": pl.Float64,  # DAPO overlong shaping already included in `reward` (<= 0)
+    "loss_masked": pl.Boolean,      # trained rows: length-capped and masked (mask_truncated_completions)
+    "sample_batch": pl.Int64,       # dynamic sampling: 0 = the step's batch, k = k-th extra batch
+    "dynamic_kept": pl.Boolean,     # dynamic sampling: the group was trained (false: dropped or surplus)
 }
 
 

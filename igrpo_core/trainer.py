@@ -23,7 +23,8 @@ import torch
 from igrpo_core import distributed, lora, losses, provenance, records
 from igrpo_core.config import Config
 from igrpo_core.engine import SamplingParams
-from igrpo_core.igrpo import Rollout, collect_grpo, collect_igrpo
+from igrpo_core.igrpo import Rollout, collect_dynamic, collect_grpo, collect_igrpo, trained_tokens
+from igrpo_core.options import SUMMED_METRICS
 from igrpo_core.data import load_dataset
 from igrpo_core.models import (autocast_dtype, context_length, load_model, load_tokenizer, make_engine,
                                resolve_device, setup_threads)
@@ -241,25 +242,36 @@ class Trainer:
     # --- one step ----------------------------------------------------------------------------
     def collect(self, step: int, batch_index: int) -> Rollout:
         cfg = self.cfg
-        batch = batch_examples(self.examples, step, batch_index, cfg.prompts_per_step,
-                               cfg.prompts_per_step * cfg.gradient_accumulation_steps, cfg.seed)
-        params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
-                                max_new_tokens=cfg.max_completion_length,
-                                seed=(cfg.seed * 1_000_003 + step * 101 + batch_index * 7) % 2**31)
-        part = self.dist.shard(len(batch))   # this process's prompts; a group never spans processes
-        params.prompt_offset = part.start
         collect = collect_igrpo if cfg.algo == "igrpo" else collect_grpo
-        ro = collect(self.engine, self.tokenizer, batch[part], cfg, step, params, self.reward_fns)
+        per_step = cfg.prompts_per_step * cfg.gradient_accumulation_steps
+        part = self.dist.shard(cfg.prompts_per_step)  # this process's prompts; a group never spans processes
+
+        def draw(k: int) -> Rollout:  # k = 0: the step's batch; k >= 1: dynamic sampling's extra batches
+            batch = batch_examples(self.examples, step, batch_index, cfg.prompts_per_step, per_step,
+                                   cfg.seed + 7_919 * k)
+            params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
+                                    max_new_tokens=cfg.max_completion_length, prompt_offset=part.start,
+                                    seed=(cfg.seed * 1_000_003 + step * 101 + batch_index * 7 + k * 7_919) % 2**31)
+            return collect(self.engine, self.tokenizer, batch[part], cfg, step, params, self.reward_fns)
+        ro = draw(0) if not cfg.dynamic_sampling else collect_dynamic(draw, part.stop - part.start,
+                                                                      cfg.max_resample_batches)
         for row in ro.rows:
             row["group_index"] += part.start
-        if self.dist.world > 1 and cfg.scale_rewards == "batch":   # the std of the whole batch's rewards
-            reward_lists = self.dist.gather(ro.rewards.reshape(-1).tolist())
-            std = torch.tensor([r for rs in reward_lists for r in rs], dtype=torch.float64).std().item()
-            ro.adv = losses.group_advantages(ro.rewards, scale_rewards="batch", batch_std=std).reshape(-1).float()
-            trained = [r for r in ro.rows if r.get("advantage") is not None]
-            for row, a in zip(trained, ro.adv.tolist()):
-                row["advantage"] = a
+        if self.dist.world > 1 and cfg.scale_rewards == "batch":
+            self._use_global_batch_std(ro)
         return ro
+
+    def _use_global_batch_std(self, ro: Rollout) -> None:
+        """scale_rewards=batch divides by the std of the whole batch's rewards, all processes'. The
+        local advantages divide by the local std: rescale them (and their rows) by the ratio."""
+        eps = 1e-4   # losses.group_advantages' eps
+        local = ro.rewards.double().std().item()
+        rewards = [r for part in self.dist.gather(ro.rewards.tolist()) for r in part]
+        ratio = (local + eps) / (torch.tensor(rewards, dtype=torch.float64).std().item() + eps)
+        ro.adv = ro.adv * ratio
+        for row in ro.rows:
+            if row.get("advantage") is not None:
+                row["advantage"] *= ratio
 
     def _micro_batches(self, ro: Rollout):
         n, mb = len(ro.completion_ids), self.cfg.per_device_train_batch_size
@@ -287,9 +299,9 @@ class Trainer:
         cfg = self.cfg
         self.train_model.train()
         total_seqs = sum(len(r.completion_ids) for r in rollouts)
-        # DAPO divides by the token count of the whole (all-process) batch; DDP then averages the
-        # processes' gradients, so each process's share is scaled back up by the world size.
-        total_tokens = self.dist.sum(sum(len(c) for r in rollouts for c in r.completion_ids))
+        # DAPO divides by the token count of the whole (all-process) batch (masked completions
+        # excluded); DDP then averages the processes' gradients, so each share is scaled back up.
+        total_tokens = max(1.0, self.dist.sum(sum(trained_tokens(r) for r in rollouts)))
         dapo_scale = self.dist.world if cfg.loss_type == "dapo" else 1
         n_micro = sum(1 for r in rollouts for _ in self._micro_batches(r))
         sums: dict[str, float] = {}
@@ -299,6 +311,8 @@ class Trainer:
                                                  pad_id=self.engine.pad_id, device=self.device,
                                                  amp_dtype=self.amp, with_entropy=True,
                                                  temperature=cfg.temperature)
+                if ro.loss_mask is not None:  # mask_truncated_completions: these sequences train nothing
+                    mask = mask * ro.loss_mask[sl].to(mask)[:, None]                   # (b, T)
                 old_logp = old_r[k] if old_r is not None else logp.detach()   # mu = 1: on-policy, ratio 1
                 loss, m = losses.policy_loss(
                     logp, old_logp, ro.adv[sl].to(self.device), mask, loss_type=cfg.loss_type,
@@ -367,7 +381,7 @@ class Trainer:
                 out[key] = self._pooled_std(counts[count_key], row[mean_key], v)
             else:
                 total = self.dist.sum(v)
-                out[key] = total if key in SUMMED_STATS else total / self.dist.world
+                out[key] = total if key in SUMMED_METRICS else total / self.dist.world
         return out
 
     def _pooled_std(self, n: int, mean: float, std: float) -> float:
@@ -410,14 +424,13 @@ class Trainer:
 
 
 STAGE_ORDER = {"draft": 0, "refine": 1, "grpo": 1}   # rollout rows: drafts first, as collect_igrpo emits
-SUMMED_STATS = {"reward_failures", "draft_truncations", "generated_tokens"}   # counts, not means
 POOLED_STDS = {"reward_std": ("reward_mean", "trained"), "refine_reward_std": ("refine_reward_mean", "trained"),
                "draft_reward_std": ("draft_reward_mean", "drafts")}   # std -> (its mean, its count)
 
 
 def _merge_stats(stats: list[dict]) -> dict:
     """Average rollout stats over accumulation batches (counts are summed)."""
-    summed = SUMMED_STATS
+    summed = set(SUMMED_METRICS)
     out = {}
     for key in stats[0]:
         vals = [s[key] for s in stats if s.get(key) is not None]

@@ -25,6 +25,19 @@ def test_defaults_are_valid_and_matched_budget():
     (dict(temperature=0.0), "temperatures"),
     (dict(max_steps=0), "max_steps"),
     (dict(reward_funcs=["judge"], reward_weights=[1.0]), "judge_model"),
+    (dict(draft_selection="median"), "draft_selection='median'"),
+    (dict(adaptive_split="always"), "adaptive_split"),
+    (dict(refine_loss_rounds="first"), "refine_loss_rounds"),
+    (dict(draft_loss="yes"), "draft_loss must be true or false"),
+    (dict(num_generations=3, num_drafts=1, draft_loss=True), "draft_loss needs num_drafts >= 2"),
+    (dict(draft_loss_weight=-1.0), "draft_loss_weight"),
+    (dict(refine_rounds=3), "refine_rounds=3 must divide the 4 refinements"),
+    (dict(num_generations=6, num_drafts=2, refine_rounds=4), "rounds of at least 2"),
+    (dict(num_generations=6, num_drafts=2, refine_rounds=2, adaptive_split="agreement"), "adaptive_split needs"),
+    (dict(refine_rounds=0), "refine_rounds must be a positive integer"),
+    (dict(max_resample_batches=-1), "max_resample_batches"),
+    (dict(overlong_buffer_len=100), "overlong_buffer_len"),
+    (dict(overlong_penalty_factor=-0.5), "overlong_penalty_factor"),
 ])
 def test_impossible_values_are_errors(overrides, fragment):
     with pytest.raises(ValueError, match="invalid config") as err:
@@ -75,3 +88,16 @@ def test_precision_and_checkpointing_fields_are_validated():
         Config(dtype="float16")
     with pytest.raises(ValueError, match="gradient_checkpointing"):
         Config(gradient_checkpointing="yes")
+
+
+def test_issue_11_options_share_names_across_config_and_cli():
+    """The new options parse from the command line by their config names, and GRPO ignores the
+    iGRPO-only ones (a matched comparison replaces only `algo`)."""
+    over = C.parse_overrides(["--draft_selection", "near_miss", "--draft_loss", "true", "--draft_loss_weight", "0.5",
+                              "--adaptive_split", "solved", "--refine_rounds", "2", "--refine_loss_rounds", "all",
+                              "--dynamic_sampling", "true", "--max_resample_batches", "2",
+                              "--overlong_buffer_len", "16", "--overlong_penalty_factor", "0.5",
+                              "--mask_truncated_completions", "true"])
+    assert over["draft_loss"] is True and over["refine_rounds"] == 2 and over["overlong_penalty_factor"] == 0.5
+    cfg = C.Config(**{**over, "adaptive_split": "none"})
+    assert cfg.replace(algo="grpo").refine_rounds == 2       # valid: GRPO does not read it

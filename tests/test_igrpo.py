@@ -85,8 +85,8 @@ def test_igrpo_conditions_stage_two_on_the_best_draft_and_trains_refinements_onl
     assert all(r["advantage"] is None for r in draft_rows)
     assert [r["is_chosen_draft"] for r in draft_rows] == [False, True, True, False]
     # Trained sequences are the 6 refinements, with advantages over each group of 3 refinements only.
-    assert len(ro.completion_ids) == 6 and ro.rewards.shape == (2, 3)
-    expected = losses.group_advantages(ro.rewards, scale_rewards="group").reshape(-1).float()
+    assert len(ro.completion_ids) == 6 and ro.rewards.shape == (6,) and ro.group_of == [0, 0, 0, 1, 1, 1]
+    expected = losses.group_advantages(ro.rewards.view(2, 3), scale_rewards="group").reshape(-1).float()
     assert torch.allclose(ro.adv, expected)
     assert [r["advantage"] for r in refine_rows] == pytest.approx(expected.tolist())
     assert all(p == r_prompts[i // 3] for i, p in enumerate(ro.prompt_ids))   # draft is context, not target

@@ -41,6 +41,8 @@ LAYERS = [
     "serve",        # a loopback OpenAI-compatible server for a local judge model
     "provenance",   # versions, git commit, model and data digests recorded per attempt
     "losses",       # advantages and the GRPO-family policy losses
+    "selection",    # draft_selection rules: which draft stage 2 refines, and why
+    "sampling",     # adaptive split, overlong shaping, truncation masks, dynamic-sampling choice
     "igrpo",        # rollout composition: GRPO groups, iGRPO drafts -> select -> refine
     "trainer",      # the training loop, checkpoints, resume
     "evaluate",     # single-shot evaluation, resumable, chunked

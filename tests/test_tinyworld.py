@@ -79,6 +79,21 @@ def test_difficulty_knob_is_respected():
         assert len(tw.parse_steps(ex["solution"])) == 1
 
 
+def test_hard_level_is_harder_disjoint_and_loaded_by_its_spec():
+    from igrpo_core.data import load_dataset
+    hard = load_dataset("tiny-hard:train", tiny_num_problems=300)
+    assert hard == tw.make_split("train", 300, difficulty=tw.HARD, name="tiny-hard")
+    assert hard[3]["id"] == "tiny-hard/train/00003"
+    for ex in hard:
+        steps = tw.parse_steps(ex["solution"])
+        assert len(steps) == 3 and all(0 <= c for *_, c in steps)                   # always 3 operations
+        assert all(2 <= b <= 7 for _, op, b, _ in steps if op == "*") and _true_value(ex["expression"]) == int(ex["answer"])
+    assert max(int(e["answer"]) for e in hard) > max(int(e["answer"]) for e in tw.make_split("train", 300))
+    held = {e["problem"] for e in load_dataset("tiny-hard:heldout", tiny_num_problems=300)}
+    assert not held & {e["problem"] for e in hard} and all(tw.is_heldout(p[len("Compute "):-1]) for p in held)
+    assert load_dataset("tiny:train", tiny_num_problems=50) == tw.make_split("train", 50)   # default unchanged
+
+
 def test_corrupt_solution_always_changes_the_final_answer():
     rng = random.Random(1)
     for ex in tw.make_split("train", 500):
