@@ -76,6 +76,8 @@ class Config:
     top_k: int = 0                        # 0 disables (transformers would otherwise apply 50)
     generation_batch_size: int = 128      # sequences per generate() call
     rollout_engine: opt.RolloutEngineName = "transformers"  # "transformers" | "vllm" (GPU only)
+    sampler: opt.SamplerName = "multinomial"  # transformers engine: "multinomial" (generate's samples for a
+    #   seed) | "inverse_cdf" (same distribution, other draws; several times faster decode on CPU)
     vllm_gpu_memory_utilization: float = 0.3
     # --- rewards ---
     reward_funcs: list[str] = field(default_factory=lambda: ["accuracy", "format"])

@@ -14,12 +14,15 @@ Completion conventions (shared by every engine):
   checkpoint ships in its generation_config.json (repetition_penalty, no_repeat_ngram_size,
   min_length, ...) would make the samples come from a policy the loss does not model.
 
-Decoding: by default our own KV-cached loop (`decode="loop"`) instead of `model.generate`. It applies
-exactly transformers' temperature -> top-k -> top-p warpers, then draws by inverse CDF (one uniform
-per row, cumsum + searchsorted) instead of `torch.multinomial`, whose CPU kernel draws one exponential
-per vocabulary entry (about three quarters of decode time at a 49k vocabulary). Same distribution,
-not the same stream of draws: a seed gives different (equally valid) samples than `generate` would;
-`decode="generate"` keeps the old path. tests/test_sampler.py checks the distribution (chi-square).
+Decoding: by default our own KV-cached loop (`decode="loop"`) instead of `model.generate`: the same
+model calls and exactly transformers' temperature -> top-k -> top-p warpers, without generate's
+per-step machinery. `sampler="multinomial"` (default) draws with torch.multinomial as generate does,
+so a seed gives generate's samples token for token. `sampler="inverse_cdf"` draws by inverse CDF
+(one uniform per row; block sums, then one block's cumsum, then searchsorted) instead of
+torch.multinomial, whose CPU kernel draws one exponential per vocabulary entry (most of decode time
+at a 49k vocabulary): the same distribution (tests/test_sampler.py, chi-square against
+torch.multinomial with top-k/top-p), but another stream of draws, so other samples for a seed.
+`decode="generate"` keeps `model.generate`.
 
 Deliberately left out: beam search, logit processors beyond temperature/top-p/top-k.
 """
@@ -136,17 +139,40 @@ def warp_logits(scores: torch.Tensor, temperature: float, top_k: int, top_p: flo
     return scores
 
 
+SAMPLERS = ("multinomial", "inverse_cdf")
+BLOCK = 256  # inverse CDF: vocabulary blocks of this many tokens
+
+
 def sample_inverse_cdf(scores: torch.Tensor) -> torch.Tensor:
     """One draw per row from softmax(scores) by inverse CDF: scores (B, V) -> ids (B,).
 
-    u ~ U[0, total) and the first index whose cumulative mass exceeds u (searchsorted, right=True):
-    a token of zero probability has cdf[i] == cdf[i-1] and can never be that index. One uniform per
-    row instead of torch.multinomial's one exponential per vocabulary entry.
+    u ~ U[0, total mass); the block whose cumulative mass first exceeds u (searchsorted, right=True),
+    then the token inside it the same way. A zero-probability token has cdf[i] == cdf[i-1] and is
+    never that index; float rounding that lands past a block's last token is pulled back to the
+    block's last token of positive probability. Costs one softmax, a block sum and a (B, BLOCK)
+    cumsum, instead of a (B, V) cumsum (a slow sequential scan) or V exponentials per row.
     """
+    B, V = scores.shape
     probs = torch.softmax(scores, dim=-1)                                            # (B, V)
-    cdf = probs.cumsum(-1)                                                           # (B, V)
-    u = torch.rand((scores.shape[0], 1), device=scores.device) * cdf[:, -1:]         # (B, 1)
-    return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=scores.shape[-1] - 1)  # (B,)
+    nb = -(-V // BLOCK)
+    if nb * BLOCK != V:
+        probs = torch.nn.functional.pad(probs, (0, nb * BLOCK - V))                  # zero mass
+    blocks = probs.view(B, nb, BLOCK)                                                # (B, nb, K)
+    bcdf = blocks.sum(-1).cumsum(-1)                                                 # (B, nb)
+    u = torch.rand((B, 1), device=scores.device, dtype=probs.dtype) * bcdf[:, -1:]   # (B, 1)
+    bi = torch.searchsorted(bcdf, u, right=True).clamp_(max=nb - 1)                  # (B, 1)
+    before = torch.where(bi > 0, bcdf.gather(1, (bi - 1).clamp(min=0)), torch.zeros_like(u))
+    inner = blocks[torch.arange(B, device=scores.device), bi[:, 0]]                   # (B, K)
+    j = torch.searchsorted(inner.cumsum(-1), u - before, right=True)                  # (B, 1)
+    last = BLOCK - 1 - (inner > 0).flip(-1).int().argmax(-1, keepdim=True)           # (B, 1)
+    return (bi * BLOCK + torch.minimum(j, last)).squeeze(1)                          # (B,)
+
+
+def sample_next(scores: torch.Tensor, sampler: str) -> torch.Tensor:
+    """Draw from warped scores (B, V) -> (B,) as generate does ("multinomial") or by inverse CDF."""
+    if sampler == "multinomial":
+        return torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
+    return sample_inverse_cdf(scores)
 
 
 class TransformersEngine:
@@ -154,11 +180,12 @@ class TransformersEngine:
     trainer's autocast dtype."""
 
     def __init__(self, model, tokenizer, batch_size: int = 128, amp_dtype: torch.dtype | None = None,
-                 decode: str = "loop"):
-        if decode not in ("loop", "generate"):
-            raise ValueError(f"decode must be 'loop' or 'generate', got {decode!r}")
+                 decode: str = "loop", sampler: str = "multinomial"):
+        if decode not in ("loop", "generate") or sampler not in SAMPLERS or (decode, sampler) == ("generate", "inverse_cdf"):
+            raise ValueError(f"decode must be 'loop' or 'generate' and sampler one of {SAMPLERS} "
+                             f"(inverse_cdf needs the loop), got {decode!r}, {sampler!r}")
         self.model, self.tokenizer, self.batch_size, self.amp_dtype = model, tokenizer, batch_size, amp_dtype
-        self.decode = decode
+        self.decode, self.sampler = decode, sampler
         self.eos_ids = eos_token_ids(model, tokenizer)
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else next(iter(self.eos_ids))
@@ -211,7 +238,7 @@ class TransformersEngine:
             if params.greedy:
                 nxt = logits.argmax(-1)                                              # (B,)
             else:
-                nxt = sample_inverse_cdf(warp_logits(logits, params.temperature, params.top_k, params.top_p))
+                nxt = sample_next(warp_logits(logits, params.temperature, params.top_k, params.top_p), self.sampler)
             nxt = torch.where(alive, nxt, torch.full_like(nxt, self.pad_id))
             out.append(nxt)
             alive &= ~torch.isin(nxt, eos)

@@ -20,6 +20,7 @@ LrScheduler = Literal["cosine", "constant", "linear"]
 DraftTieBreak = Literal["first", "shortest", "random"]
 AllDraftsFailed = Literal["append", "question_only"]
 RolloutEngineName = Literal["transformers", "vllm"]
+SamplerName = Literal["multinomial", "inverse_cdf"]  # transformers engine: engine.SAMPLERS
 Device = Literal["auto", "cpu", "cuda"]
 Dtype = Literal["auto", "float32", "bfloat16"]   # float16 would need loss scaling (not implemented)
 BuiltinReward = Literal["accuracy", "format", "judge"]
