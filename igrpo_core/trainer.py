@@ -82,20 +82,22 @@ def batch_examples(examples: list[dict], step: int, batch_index: int, per_batch:
 
 
 def sequence_logps(model, prompt_ids, completion_ids, *, pad_id: int, device, amp_dtype, with_entropy=False,
-                   temperature: float = 1.0):
+                   temperature: float = 1.0, chunked: bool = False):
     """Log-probs (and entropy) of each completion token given its prompt, shape (B, T).
 
     Prompts are left-padded and completions right-padded, so every completion starts at the same
     column; position ids follow the attention mask exactly as `generate` computes them. Logits are
     divided by the sampling temperature (as TRL does), so the log-probs, and every ratio, KL and
     entropy built on them, are those of the policy the rollouts were actually sampled from.
-    The decoder runs once; the output layer and log-softmax run chunk by chunk with recomputation in
-    backward (losses.chunked_token_logps), so no (B, T, V) logits tensor is ever held. Models whose
-    forward does more than a plain linear head (soft-capping, logit scaling, a LoRA'd head) take
-    `reference_sequence_logps`, the full-logits computation this one is tested equal to.
+    chunked=True (the trainer's choice): the decoder runs once; the output layer and log-softmax run
+    chunk by chunk with recomputation in backward (losses.chunked_token_logps), so no (B, T, V) logits
+    tensor is ever held. Otherwise, and for models whose forward does more than a plain linear head
+    (soft-capping, logit scaling, a LoRA'd head): `reference_sequence_logps`, the model's full logits
+    (tests/test_chunked.py: equal values and gradients). The default stays the full-logits path for
+    callers that inspect the model's logits.
     """
     head = model.get_output_embeddings()
-    if not _plain_output_layer(model, head):
+    if not (chunked and _plain_output_layer(model, head)):
         return reference_sequence_logps(model, prompt_ids, completion_ids, pad_id=pad_id, device=device,
                                         amp_dtype=amp_dtype, with_entropy=with_entropy, temperature=temperature)
     ids, attn, pos, Tp = _pack(prompt_ids, completion_ids, pad_id, device)
@@ -286,7 +288,7 @@ class Trainer:
         for sl in self._micro_batches(ro):
             logp, _, _ = sequence_logps(model, ro.prompt_ids[sl], ro.completion_ids[sl],
                                         pad_id=self.engine.pad_id, device=self.device, amp_dtype=self.amp,
-                                        temperature=self.cfg.temperature)
+                                        temperature=self.cfg.temperature, chunked=True)
             out.append(logp)
         return out
 
@@ -309,7 +311,7 @@ class Trainer:
                 logp, mask, ent = sequence_logps(self.model, ro.prompt_ids[sl], ro.completion_ids[sl],
                                                  pad_id=self.engine.pad_id, device=self.device,
                                                  amp_dtype=self.amp, with_entropy=True,
-                                                 temperature=cfg.temperature)
+                                                 temperature=cfg.temperature, chunked=True)
                 old_logp = old_r[k] if old_r is not None else logp.detach()   # mu = 1: on-policy, ratio 1
                 loss, m = losses.policy_loss(
                     logp, old_logp, ro.adv[sl].to(self.device), mask, loss_type=cfg.loss_type,

@@ -1,5 +1,7 @@
 """Chunked log-probs/entropy (losses.chunked_token_logps, trainer.sequence_logps) equal the full-logits
 reference in values and gradients, and never keep a (B, T, V) tensor for backward."""
+import functools
+
 import pytest
 import torch
 
@@ -70,7 +72,8 @@ def test_sequence_logps_equals_reference(tiny, tiny_tokenizer):
     prompts, comps = _batch(tiny_tokenizer)
     kw = dict(pad_id=tiny_tokenizer.pad_token_id, device=CPU, amp_dtype=None, with_entropy=True, temperature=0.8)
     out, ref = [], []
-    for fn, store in ((T.sequence_logps, out), (T.reference_sequence_logps, ref)):
+    chunked = functools.partial(T.sequence_logps, chunked=True)
+    for fn, store in ((chunked, out), (T.reference_sequence_logps, ref)):
         tiny.zero_grad()
         logp, mask, ent = fn(tiny, prompts, comps, **kw)
         ((logp * mask).sum() / mask.sum()).backward()
@@ -107,5 +110,31 @@ def test_sequence_logps_keeps_no_full_logits_for_backward():
     comps = [torch.randint(1, V, (n,)).tolist() for n in (20, 12, 16)]
     full = len(comps) * 20 * V
     assert _largest_saved(T.reference_sequence_logps, model, prompts, comps) >= full
-    assert _largest_saved(T.sequence_logps, model, prompts, comps) <= losses.CHUNK_ELEMENTS
-    assert _largest_saved(T.sequence_logps, model, prompts, comps) < full // 20   # decoder activations only
+    chunked = functools.partial(T.sequence_logps, chunked=True)
+    assert _largest_saved(chunked, model, prompts, comps) <= losses.CHUNK_ELEMENTS
+    assert _largest_saved(chunked, model, prompts, comps) < full // 20   # decoder activations only
+    assert _largest_saved(T.sequence_logps, model, prompts, comps) >= full   # default: the model's logits
+
+
+def test_chunked_prompt_positions_get_zero_gradient(tiny, tiny_tokenizer):
+    """As test_trainer's draft-gradient test, for the chunked path: hidden states at positions that
+    predict prompt (draft) tokens get exactly zero gradient; completion positions do not."""
+    prompts, comps = _batch(tiny_tokenizer)
+    seen = []
+
+    def keep(_module, _args, out):
+        out.last_hidden_state.retain_grad()
+        seen.append(out.last_hidden_state)
+
+    handle = tiny.get_decoder().register_forward_hook(keep)
+    try:
+        logp, mask, _ = T.sequence_logps(tiny, prompts, comps, pad_id=tiny_tokenizer.pad_token_id, device=CPU,
+                                         amp_dtype=None, chunked=True)
+        (logp * mask).sum().backward()
+    finally:
+        handle.remove()
+        tiny.zero_grad()
+    grad = seen[-1].grad                                                     # (B, Tp+T, H)
+    Tp = max(map(len, prompts))
+    assert grad[:, : Tp - 1].abs().max().item() == 0.0
+    assert grad[:, Tp - 1:].abs().max().item() > 0.0
