@@ -90,6 +90,8 @@ class Config:
     top_k: int = 0                        # 0 disables (transformers would otherwise apply 50)
     generation_batch_size: int = 128      # sequences per generate() call
     rollout_engine: opt.RolloutEngineName = "transformers"  # "transformers" | "vllm" (GPU only)
+    sampler: opt.SamplerName = "inverse_cdf"  # transformers engine: exact per-row draws, "inverse_cdf" (one
+    #   uniform per token) | "multinomial" (torch.multinomial per row; slower at large vocabularies)
     vllm_gpu_memory_utilization: float = 0.3
     # --- rewards ---
     reward_funcs: list[str] = field(default_factory=lambda: ["accuracy", "format"])

@@ -15,12 +15,19 @@ Completion conventions (shared by every engine):
   min_length, ...) would make the samples come from a policy the loss does not model.
 
 Seeding: every prompt gets its own seed from `prompt_seeds(call seed, global prompt index)`, and
-sample k of that prompt its own noise stream. A completion therefore depends only on (seed, prompt,
-k) and the weights, never on which other prompts share the batch, the generation batch size, or
-which process of a multi-process run samples it: 2 processes produce exactly the rollouts of 1.
-The transformers engine samples by the Gumbel-max trick (`SeededSampler`): the distribution is
-transformers' own temperature/top-k/top-p warpers, and argmax(log p + Gumbel noise) is an exact
-sample from it, with the noise drawn from each row's own generator.
+sample k of that prompt its own random stream (`row_generators`). A completion therefore depends
+only on (seed, prompt, k) and the weights, never on which other prompts share the batch, the
+generation batch size, or which process of a multi-process run samples it: 2 processes produce
+exactly the rollouts of 1.
+
+Decoding: by default our own KV-cached loop (`decode="loop"`) instead of `model.generate`: the same
+model calls and exactly transformers' temperature -> top-k -> top-p warpers (`warp_logits`),
+without generate's per-step machinery. Samplers, both exact draws from the warped softmax with
+each row's own generator: `sampler="inverse_cdf"` (default: one uniform per row and step; block
+sums, one block's cumsum, searchsorted) and `sampler="multinomial"` (torch.multinomial row by row,
+whose CPU kernel draws one exponential per vocabulary entry: most of decode time at a 49k
+vocabulary). `decode="generate"` runs `model.generate` with the same per-row draw inside a logits
+processor (`RowSampler`), so it yields the loop's samples token for token.
 
 Deliberately left out: beam search, logit processors beyond temperature/top-p/top-k.
 """
@@ -70,33 +77,6 @@ def prompt_seeds(call_seed: int, num_prompts: int, offset: int = 0) -> list[int]
     """
     return [int.from_bytes(hashlib.blake2b(f"{call_seed}:{offset + j}".encode(), digest_size=8).digest(), "big") >> 2
             for j in range(num_prompts)]
-
-
-class SeededSampler:
-    """A logits processor that turns greedy decoding into exact sampling with per-row noise.
-
-    scores -> transformers' temperature / top-k / top-p warpers (the same distribution `do_sample`
-    draws from) -> log-softmax + Gumbel(0, 1) noise from the row's own generator. argmax of the
-    result is a sample from the warped softmax (Gumbel-max trick), and row b's noise depends only on
-    its generator, i.e. on (prompt seed, sample index).
-    """
-
-    def __init__(self, params: SamplingParams, generators: list[torch.Generator]):
-        from transformers import (LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper,
-                                  TopPLogitsWarper)
-        warpers = [TemperatureLogitsWarper(params.temperature)]
-        if params.top_k:
-            warpers.append(TopKLogitsWarper(params.top_k))
-        if params.top_p < 1.0:
-            warpers.append(TopPLogitsWarper(params.top_p))
-        self.warpers, self.generators = LogitsProcessorList(warpers), generators
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        scores = self.warpers(input_ids, scores.float())                          # (B, V), -inf = removed
-        logp = torch.log_softmax(scores, dim=-1)                                  # (B, V)
-        u = torch.stack([torch.rand(scores.shape[-1], generator=g) for g in self.generators])  # (B, V)
-        gumbel = -torch.log(-torch.log(u.clamp_(min=torch.finfo(u.dtype).tiny)))  # (B, V)
-        return logp + gumbel.to(logp.device)                                      # (B, V)
 
 
 def row_generators(seeds: list[int], samples: list[int]) -> list[torch.Generator]:
@@ -166,11 +146,89 @@ def only_generation_config(model, gen_config):
         model.generation_config = saved
 
 
-class TransformersEngine:
-    """Samples with the policy itself through `model.generate`, under the trainer's autocast dtype."""
+def warp_logits(scores: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
+    """transformers' TemperatureLogitsWarper -> TopKLogitsWarper -> TopPLogitsWarper (min_tokens_to_keep
+    1), same order and same comparisons: scores (B, V) float32 -> (B, V) with removed tokens at -inf."""
+    if temperature != 1.0:
+        scores = scores / temperature
+    if top_k:
+        kth = torch.topk(scores, min(top_k, scores.shape[-1]))[0][..., -1, None]   # (B, 1)
+        scores = scores.masked_fill(scores < kth, -float("inf"))
+    if top_p < 1.0:
+        sorted_logits, sorted_idx = torch.sort(scores, descending=False)            # (B, V)
+        remove = sorted_logits.softmax(-1).cumsum(-1) <= (1 - top_p)                 # (B, V)
+        remove[..., -1:] = False
+        scores = scores.masked_fill(remove.scatter(1, sorted_idx, remove), -float("inf"))
+    return scores
 
-    def __init__(self, model, tokenizer, batch_size: int = 128, amp_dtype: torch.dtype | None = None):
+
+SAMPLERS = ("multinomial", "inverse_cdf")
+BLOCK = 256  # inverse CDF: vocabulary blocks of this many tokens
+
+
+def sample_inverse_cdf(scores: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+    """One draw per row from softmax(scores) by inverse CDF: scores (B, V) -> ids (B,).
+
+    u ~ U[0, total mass); the block whose cumulative mass first exceeds u (searchsorted, right=True),
+    then the token inside it the same way. A zero-probability token has cdf[i] == cdf[i-1] and is
+    never that index; float rounding that lands past a block's last token is pulled back to the
+    block's last token of positive probability. Costs one softmax, a block sum and a (B, BLOCK)
+    cumsum, instead of a (B, V) cumsum (a slow sequential scan) or V exponentials per row.
+    """
+    B, V = scores.shape
+    probs = torch.softmax(scores, dim=-1)                                            # (B, V)
+    nb = -(-V // BLOCK)
+    if nb * BLOCK != V:
+        probs = torch.nn.functional.pad(probs, (0, nb * BLOCK - V))                  # zero mass
+    blocks = probs.view(B, nb, BLOCK)                                                # (B, nb, K)
+    bcdf = blocks.sum(-1).cumsum(-1)                                                 # (B, nb)
+    if u is None:   # uniforms in [0, 1), one per row (B, 1); default from torch's global generator
+        u = torch.rand((B, 1), device=scores.device, dtype=probs.dtype)
+    u = u.to(device=scores.device, dtype=probs.dtype) * bcdf[:, -1:]                 # (B, 1)
+    bi = torch.searchsorted(bcdf, u, right=True).clamp_(max=nb - 1)                  # (B, 1)
+    before = torch.where(bi > 0, bcdf.gather(1, (bi - 1).clamp(min=0)), torch.zeros_like(u))
+    inner = blocks[torch.arange(B, device=scores.device), bi[:, 0]]                   # (B, K)
+    j = torch.searchsorted(inner.cumsum(-1), u - before, right=True)                  # (B, 1)
+    last = BLOCK - 1 - (inner > 0).flip(-1).int().argmax(-1, keepdim=True)           # (B, 1)
+    return (bi * BLOCK + torch.minimum(j, last)).squeeze(1)                          # (B,)
+
+
+def sample_next(scores: torch.Tensor, sampler: str, generators: list[torch.Generator]) -> torch.Tensor:
+    """One draw per row from warped scores (B, V) -> (B,), row b with its own generator."""
+    if sampler == "multinomial":
+        probs = torch.softmax(scores, dim=-1).cpu()                                   # (B, V)
+        ids = [torch.multinomial(row, 1, generator=g) for row, g in zip(probs, generators)]
+        return torch.cat(ids).to(scores.device)                                       # (B,)
+    u = torch.stack([torch.rand(1, generator=g, dtype=torch.float64) for g in generators])  # (B, 1)
+    return sample_inverse_cdf(scores, u)
+
+
+class RowSampler:
+    """Logits processor for `model.generate`: warp, draw each row's token with its own generator,
+    and leave only that token finite, so generate's greedy choice is the loop's sample."""
+
+    def __init__(self, params: SamplingParams, sampler: str, generators: list[torch.Generator]):
+        self.params, self.sampler, self.generators = params, sampler, generators
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        p = self.params
+        nxt = sample_next(warp_logits(scores.float(), p.temperature, p.top_k, p.top_p), self.sampler,
+                          self.generators)                                            # (B,)
+        out = torch.full_like(scores, -float("inf"))                                  # (B, V)
+        return out.scatter(1, nxt[:, None], 0.0)
+
+
+class TransformersEngine:
+    """Samples with the policy itself (our KV-cached decode loop, or `model.generate`), under the
+    trainer's autocast dtype."""
+
+    def __init__(self, model, tokenizer, batch_size: int = 128, amp_dtype: torch.dtype | None = None,
+                 decode: str = "loop", sampler: str = "inverse_cdf"):
+        if decode not in ("loop", "generate") or sampler not in SAMPLERS:
+            raise ValueError(f"decode must be 'loop' or 'generate' and sampler one of {SAMPLERS}, "
+                             f"got {decode!r}, {sampler!r}")
         self.model, self.tokenizer, self.batch_size, self.amp_dtype = model, tokenizer, batch_size, amp_dtype
+        self.decode, self.sampler = decode, sampler
         self.eos_ids = eos_token_ids(model, tokenizer)
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else next(iter(self.eos_ids))
@@ -189,22 +247,52 @@ class TransformersEngine:
         seeds = prompt_seeds(params.seed, len(prompts), params.prompt_offset)
         sample_of = [k for _ in prompts for k in range(params.n)]
         gen_config = build_generation_config(SamplingParams(**{**params.__dict__, "greedy": True}), self.eos_ids,
-                                             self.pad_id)  # sampling happens in SeededSampler
+                                             self.pad_id)  # sampling happens in RowSampler
         amp = torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
         for start in range(0, len(flat), self.batch_size):
             chunk = flat[start: start + self.batch_size]
             ids, mask = left_pad([p for _, p in chunk], self.pad_id, device)
-            extra = {}
-            if not params.greedy:
-                gens = row_generators([seeds[pi] for pi, _ in chunk], sample_of[start: start + len(chunk)])
-                extra["logits_processor"] = [SeededSampler(params, gens)]
-            with only_generation_config(self.model, gen_config), amp:
-                gen = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=gen_config,
-                                          **extra)
-            new = gen[:, ids.shape[1]:].tolist()
+            gens = row_generators([seeds[pi] for pi, _ in chunk], sample_of[start: start + len(chunk)])
+            with amp:
+                if self.decode == "loop":
+                    new = self._decode_loop(ids, mask, params, gens).tolist()
+                else:
+                    extra = {} if params.greedy else {"logits_processor": [RowSampler(params, self.sampler, gens)]}
+                    with only_generation_config(self.model, gen_config):
+                        gen = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=gen_config,
+                                                  **extra)
+                    new = gen[:, ids.shape[1]:].tolist()
             for (pi, _), toks in zip(chunk, new):
                 toks, reason = cut_at_eos(toks, self.eos_ids)
                 text = self.tokenizer.decode(toks, skip_special_tokens=True)
                 out.append(Completion(pi, toks, text, reason))
         self.model.train(was_training)
         return out
+
+    def _decode_loop(self, ids: torch.Tensor, mask: torch.Tensor, params: SamplingParams,
+                     generators: list[torch.Generator]) -> torch.Tensor:
+        """New tokens (B, <= max_new_tokens), as `generate` would feed the model: a KV cache, position
+        ids from the attention mask, pad fed after a row's EOS; stops when every row has ended."""
+        from transformers import DynamicCache
+        model, device = self.model, ids.device
+        cache = DynamicCache(config=model.config)
+        pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)                         # (B, Tp)
+        eos = torch.tensor(sorted(self.eos_ids), device=device)
+        alive = torch.ones(ids.shape[0], dtype=torch.bool, device=device)            # (B,)
+        inp, attn, out = ids, mask, []
+        for _ in range(params.max_new_tokens):
+            logits = model(input_ids=inp, attention_mask=attn, position_ids=pos, past_key_values=cache,
+                           use_cache=True, logits_to_keep=1).logits[:, -1].float()     # (B, V)
+            if params.greedy:
+                nxt = logits.argmax(-1)                                              # (B,)
+            else:
+                nxt = sample_next(warp_logits(logits, params.temperature, params.top_k, params.top_p), self.sampler,
+                                  generators)
+            nxt = torch.where(alive, nxt, torch.full_like(nxt, self.pad_id))
+            out.append(nxt)
+            alive &= ~torch.isin(nxt, eos)
+            if not alive.any():
+                break
+            inp, pos = nxt[:, None], pos[:, -1:] + 1
+            attn = torch.cat([attn, attn.new_ones((attn.shape[0], 1))], dim=-1)
+        return torch.stack(out, dim=1) if out else ids.new_zeros((ids.shape[0], 0))  # (B, T)

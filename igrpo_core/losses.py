@@ -70,6 +70,92 @@ def token_entropy(logits: torch.Tensor) -> torch.Tensor:
     return torch.stack(rows)  # (B, T)
 
 
+CHUNK_ELEMENTS = 1 << 23  # logits per chunk (32 MiB in float32), whatever the vocabulary size
+
+
+def chunk_rows(vocab: int, budget: int = CHUNK_ELEMENTS) -> int:
+    return max(1, budget // vocab)
+
+
+class _ChunkedLogps(torch.autograd.Function):
+    """log p(target) of `hidden @ weight.T (+ bias)` / temperature, chunk by chunk over rows.
+
+    Forward keeps only the hidden states and one logsumexp per row; backward recomputes each chunk's
+    logits, so at most (chunk, V) logits exist at a time and none is held by autograd. The matmul
+    runs in the autocast dtype active at forward time (as the model's lm_head would), softmax in fp32.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, target, temperature, rows, with_entropy):
+        ctx.amp = (hidden.device.type, torch.is_autocast_enabled(hidden.device.type),
+                   torch.get_autocast_dtype(hidden.device.type))
+        logp, lse, ent = [], [], []
+        for s in range(0, hidden.shape[0], rows):
+            z = _chunk_logits(hidden[s: s + rows], weight, bias, temperature)               # (n, V) fp32
+            chunk_lse = torch.logsumexp(z, dim=-1)                                           # (n,)
+            logp.append(z.gather(-1, target[s: s + rows, None])[:, 0] - chunk_lse)
+            lse.append(chunk_lse)
+            if with_entropy:  # H = lse - sum_v p_v z_v
+                ent.append(chunk_lse - (torch.softmax(z, -1) * z).sum(-1))
+        ctx.save_for_backward(hidden, weight, bias, target, torch.cat(lse))
+        ctx.temperature, ctx.rows = temperature, rows
+        ent = torch.cat(ent) if with_entropy else hidden.new_zeros(0, dtype=torch.float32)
+        ctx.mark_non_differentiable(ent)  # entropy is a metric
+        return torch.cat(logp), ent
+
+    @staticmethod
+    def backward(ctx, grad_logp, _grad_ent):
+        hidden, weight, bias, target, lse = ctx.saved_tensors
+        device, enabled, dtype = ctx.amp
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        grad_h = torch.zeros_like(hidden) if need_h else None
+        grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
+        grad_b = torch.zeros_like(bias, dtype=torch.float32) if need_b else None
+        with torch.autocast(device, dtype=dtype, enabled=enabled):
+            for s in range(0, hidden.shape[0], ctx.rows):
+                sl = slice(s, s + ctx.rows)
+                h = hidden[sl]                                                                  # (n, H)
+                z = _chunk_logits(h, weight, bias, ctx.temperature)                             # (n, V)
+                # d logp / d z = onehot(target) - softmax(z), times the incoming grad, / T
+                g = -torch.exp(z - lse[sl, None])                                                # (n, V)
+                g.scatter_add_(1, target[sl, None], torch.ones_like(g[:, :1]))
+                g *= grad_logp[sl, None] / ctx.temperature
+                if need_h:
+                    grad_h[sl] = _mm(g, weight, enabled).to(hidden.dtype)                         # (n, H)
+                if need_w:
+                    grad_w += _mm(g.T, h, enabled).float()                                        # (V, H)
+                if need_b:
+                    grad_b += g.sum(0)
+        return (grad_h, grad_w.to(weight.dtype) if need_w else None, grad_b.to(bias.dtype) if need_b else None,
+                None, None, None, None)
+
+
+def _mm(a, b, autocast_on: bool):
+    """a @ b as the lm_head's autograd would compute it: in autocast's dtype, else in b's dtype."""
+    return a @ b if autocast_on else a.to(b.dtype) @ b
+
+
+def _chunk_logits(h, weight, bias, temperature):
+    """(n, H) -> (n, V) float32 logits / temperature; the matmul in autocast's dtype when active."""
+    return torch.nn.functional.linear(h, weight, bias).float() / temperature
+
+
+def chunked_token_logps(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                        target: torch.Tensor, *, temperature: float = 1.0, with_entropy: bool = False,
+                        rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs (grad to hidden, weight, bias) and entropies (no grad) of `target` under the output
+    layer: hidden (..., H), weight (V, H), target (...) -> two (...) float32 tensors.
+
+    Equal to `selective_log_softmax(linear(hidden) / T, target)` and `token_entropy` of the same
+    logits (tests/test_chunked.py), but never holds more than `rows` x V logits at once.
+    """
+    shape = target.shape
+    rows = rows or chunk_rows(weight.shape[0])
+    logp, ent = _ChunkedLogps.apply(hidden.reshape(-1, hidden.shape[-1]), weight, bias,
+                                    target.reshape(-1).long(), float(temperature), rows, with_entropy)
+    return logp.view(shape), (ent.view(shape) if with_entropy else None)
+
+
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
     """Mean of `x` where `mask` is non-zero; 0 (not NaN) where nothing is unmasked."""
     keep = mask.bool()

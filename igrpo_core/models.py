@@ -138,4 +138,4 @@ def make_engine(cfg, tokenizer, model=None, *, model_path: str | None = None):
         model = load_model(path, tokenizer, device=dev, dtype=weight_dtype(cfg.dtype, dev), gguf_file=gguf).eval()
     # rollouts in the same compute dtype as the loss (autocast over the trainer's fp32 weights)
     return TransformersEngine(model, tokenizer, batch_size=cfg.generation_batch_size,
-                              amp_dtype=autocast_dtype(cfg.dtype, dev))
+                              amp_dtype=autocast_dtype(cfg.dtype, dev), sampler=cfg.sampler)

@@ -23,6 +23,7 @@ DraftSelection = Literal["best", "worst", "random", "near_miss", "minority"]  # 
 AdaptiveSplit = Literal["none", "agreement", "solved"]      # sampling.plan_refinements
 RefineLossRounds = Literal["last", "all"]                   # which refinement rounds the loss trains
 RolloutEngineName = Literal["transformers", "vllm"]
+SamplerName = Literal["multinomial", "inverse_cdf"]  # transformers engine: engine.SAMPLERS
 Device = Literal["auto", "cpu", "cuda"]
 Dtype = Literal["auto", "float32", "bfloat16"]   # float16 would need loss scaling (not implemented)
 BuiltinReward = Literal["accuracy", "format", "judge"]

@@ -83,14 +83,53 @@ def batch_examples(examples: list[dict], step: int, batch_index: int, per_batch:
 
 
 def sequence_logps(model, prompt_ids, completion_ids, *, pad_id: int, device, amp_dtype, with_entropy=False,
-                   temperature: float = 1.0):
+                   temperature: float = 1.0, chunked: bool = False):
     """Log-probs (and entropy) of each completion token given its prompt, shape (B, T).
 
     Prompts are left-padded and completions right-padded, so every completion starts at the same
     column; position ids follow the attention mask exactly as `generate` computes them. Logits are
     divided by the sampling temperature (as TRL does), so the log-probs, and every ratio, KL and
     entropy built on them, are those of the policy the rollouts were actually sampled from.
+    chunked=True (the trainer's choice): the decoder runs once; the output layer and log-softmax run
+    chunk by chunk with recomputation in backward (losses.chunked_token_logps), so no (B, T, V) logits
+    tensor is ever held. Otherwise, and for models whose forward does more than a plain linear head
+    (soft-capping, logit scaling, a LoRA'd head): `reference_sequence_logps`, the model's full logits
+    (tests/test_chunked.py: equal values and gradients). The default stays the full-logits path for
+    callers that inspect the model's logits.
     """
+    head = model.get_output_embeddings()
+    if not (chunked and _plain_output_layer(model, head)):
+        return reference_sequence_logps(model, prompt_ids, completion_ids, pad_id=pad_id, device=device,
+                                        amp_dtype=amp_dtype, with_entropy=with_entropy, temperature=temperature)
+    ids, attn, pos, Tp = _pack(prompt_ids, completion_ids, pad_id, device)
+    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        hidden = _final_hidden(model, ids, attn, pos)[:, Tp - 1:-1]           # (B, T, H) predicts completion
+        logp, ent = losses.chunked_token_logps(hidden, head.weight, head.bias, ids[:, Tp:], temperature=temperature,
+                                               with_entropy=with_entropy)   # (B, T) each
+    return logp, attn[:, Tp:].float(), ent
+
+
+def _final_hidden(model, ids, attn, pos) -> torch.Tensor:
+    """The decoder's last hidden state (B, Tp+T, H), through model.forward (so wrappers, hooks and
+    gradient checkpointing apply as usual) with logits for one position only."""
+    seen = []
+    handle = model.get_decoder().register_forward_hook(lambda _m, _a, out: seen.append(out.last_hidden_state))
+    try:
+        model(input_ids=ids, attention_mask=attn, position_ids=pos, logits_to_keep=1, use_cache=False)
+    finally:
+        handle.remove()
+    return seen[-1]
+
+
+def _plain_output_layer(model, head) -> bool:
+    cfg = getattr(model, "config", None)
+    scaled = any(getattr(cfg, k, None) not in (None, 1, 1.0) for k in ("final_logit_softcapping", "logit_scale",
+                                                                         "logits_scaling"))
+    return type(head) is torch.nn.Linear and hasattr(model, "get_decoder") and not scaled
+
+
+def _pack(prompt_ids, completion_ids, pad_id: int, device):
+    """Left-padded prompts then right-padded completions: ids, attention mask, positions (B, Tp+T), Tp."""
     B, Tp = len(prompt_ids), max(len(p) for p in prompt_ids)
     T = max(len(c) for c in completion_ids)
     ids = torch.full((B, Tp + T), pad_id, dtype=torch.long)
@@ -101,6 +140,14 @@ def sequence_logps(model, prompt_ids, completion_ids, *, pad_id: int, device, am
         attn[i, Tp - len(p): Tp + len(c)] = 1
     ids, attn = ids.to(device), attn.to(device)
     pos = (attn.cumsum(-1) - 1).clamp(min=0)                                  # (B, Tp+T)
+    return ids, attn, pos, Tp
+
+
+def reference_sequence_logps(model, prompt_ids, completion_ids, *, pad_id: int, device, amp_dtype,
+                             with_entropy=False, temperature: float = 1.0):
+    """`sequence_logps` through the model's full (B, T, V) logits: the reference it is tested against."""
+    ids, attn, pos, Tp = _pack(prompt_ids, completion_ids, pad_id, device)
+    T = ids.shape[1] - Tp
     with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         logits = model(input_ids=ids, attention_mask=attn, position_ids=pos, logits_to_keep=T + 1,
                        use_cache=False).logits  # a KV cache is useless here and costs memory
@@ -284,7 +331,7 @@ class Trainer:
         for sl in self._micro_batches(ro):
             logp, _, _ = sequence_logps(model, ro.prompt_ids[sl], ro.completion_ids[sl],
                                         pad_id=self.engine.pad_id, device=self.device, amp_dtype=self.amp,
-                                        temperature=self.cfg.temperature)
+                                        temperature=self.cfg.temperature, chunked=True)
             out.append(logp)
         return out
 
@@ -310,7 +357,7 @@ class Trainer:
                 logp, mask, ent = sequence_logps(self.train_model, ro.prompt_ids[sl], ro.completion_ids[sl],
                                                  pad_id=self.engine.pad_id, device=self.device,
                                                  amp_dtype=self.amp, with_entropy=True,
-                                                 temperature=cfg.temperature)
+                                                 temperature=cfg.temperature, chunked=True)
                 if ro.loss_mask is not None:  # mask_truncated_completions: these sequences train nothing
                     mask = mask * ro.loss_mask[sl].to(mask)[:, None]                   # (b, T)
                 old_logp = old_r[k] if old_r is not None else logp.detach()   # mu = 1: on-policy, ratio 1

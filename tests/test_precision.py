@@ -9,7 +9,7 @@ import torch
 
 from conftest import small_config
 from igrpo_core import trainer as T
-from igrpo_core.engine import SamplingParams, SeededSampler, cut_at_eos, left_pad
+from igrpo_core.engine import cut_at_eos, left_pad, warp_logits
 from igrpo_core.igrpo import Rollout
 from igrpo_core.prompts import render_prompt
 
@@ -90,7 +90,7 @@ def _sample_with_scores(tr: T.Trainer, prompts, temperature: float, seed: int, m
     comps = [cut_at_eos(g, tr.engine.eos_ids)[0] for g in gen.tolist()]
     # The engine's own sampler (Gumbel-max over transformers' warpers) draws from this same distribution.
     raw = torch.stack(out.logits, dim=1).float()                                # (B, T, V)
-    warped = SeededSampler(SamplingParams(temperature=temperature), []).warpers(None, raw.flatten(0, 1))
+    warped = warp_logits(raw.flatten(0, 1), temperature, 0, 1.0)
     torch.testing.assert_close(torch.log_softmax(warped, -1).view_as(scores), torch.log_softmax(scores, -1),
                                atol=1e-5, rtol=1e-5)
     return comps, sampler_logp

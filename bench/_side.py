@@ -1,0 +1,91 @@
+"""One side of a bench comparison, in its own process: a few training steps, then one JSON line with
+the step times, generation times, tokens and this process's peak RSS. Run by bench/common.run_side.
+
+  _side.py ours  MODEL PROMPTS LEN STEPS THREADS ALGO VARIANT   (VARIANT: before | after | fast)
+  _side.py trl   MODEL PROMPTS LEN STEPS THREADS
+before = model.generate + full-logits log-probs (the code before issue 10); after = decode loop +
+multinomial (generate's samples) + chunked log-probs; fast = after with the inverse-CDF sampler.
+"""
+import json
+import resource
+import sys
+import tempfile
+import time
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def ours(model, prompts, length, steps, threads, algo, variant):
+    import functools
+
+    from igrpo_core import trainer as T
+    from igrpo_core.config import Config
+    if variant == "before":  # the full-logits path everywhere, model.generate
+        T.sequence_logps = functools.partial(T.reference_sequence_logps)
+    cfg = Config(model_name_or_path=model, dataset=prompts, algo=algo, num_generations=8, num_drafts=4,
+                 prompts_per_step=16, max_completion_length=length, max_prompt_length=256, beta=0.0,
+                 learning_rate=1e-5, temperature=1.0, per_device_train_batch_size=128, generation_batch_size=128,
+                 torch_threads=threads, reward_funcs=["accuracy"], reward_weights=[1.0], save_steps=10 ** 6,
+                 max_steps=steps + 1, output_dir=tempfile.mkdtemp(), run_name="bench", log_completions=False,
+                 warmup_ratio=0.0, lr_scheduler_type="constant", draft_template="{question}\nDraft: {draft}",
+                 sampler="inverse_cdf" if variant == "fast" else "multinomial")
+    tr = T.Trainer(cfg)
+    tr.engine.eos_ids = {-1}  # forced full length on both sides: no token ends a completion
+    if variant == "before":
+        tr.engine.decode = "generate"
+    times, gens, toks = [], [], []
+    for s in range(1, steps + 2):  # step 1 warms up
+        row = tr.train_step(s)
+        if s > 1:
+            times.append(row["step_time_s"]), gens.append(row["gen_time_s"])
+            toks.append(row["tokens_per_s"] * row["step_time_s"])
+    n_params = sum(p.numel() for p in tr.model.parameters())
+    return dict(step_s=times, gen_s=gens, generated_tokens=toks, n_params=n_params, peak_rss_mb=peak_rss_mb())
+
+
+def trl(model, prompts, length, steps, threads):
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+    torch.set_num_threads(threads)
+    rows = [json.loads(line) for line in open(prompts)]
+    ds = Dataset.from_list([{"prompt": [{"role": "user", "content": r["problem"]}]} for r in rows])
+    tok = AutoTokenizer.from_pretrained(model)
+    policy = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+    times, gens = [], []
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, *a, **k):
+            self.t = time.perf_counter()
+
+        def on_step_end(self, *a, **k):
+            times.append(time.perf_counter() - self.t)
+
+    real_generate = policy.generate
+
+    def timed_generate(*a, **k):
+        t = time.perf_counter()
+        out = real_generate(*a, **k)
+        gens.append(time.perf_counter() - t)
+        return out
+
+    policy.generate = timed_generate
+    args = GRPOConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=128, num_generations=8,
+                      max_completion_length=length, beta=0.0, learning_rate=1e-5, temperature=1.0,
+                      max_steps=steps + 1, logging_steps=1, save_strategy="no", report_to="none", use_cpu=True,
+                      bf16=False, generation_kwargs={"min_new_tokens": length}, seed=0, dataloader_num_workers=0)
+    trainer = GRPOTrainer(model=policy, reward_funcs=[lambda completions, **k: [len(str(c)) % 3 for c in completions]],
+                          args=args, train_dataset=ds, processing_class=tok, callbacks=[Timer()])
+    trainer.train()
+    n_params = sum(p.numel() for p in policy.parameters())
+    return dict(step_s=times[1:], gen_s=gens[1:], generated_tokens=[128 * length] * (len(times) - 1),
+                n_params=n_params, peak_rss_mb=peak_rss_mb())
+
+
+if __name__ == "__main__":
+    side, model, prompts, length, steps, threads, *rest = sys.argv[1:]
+    fn = ours if side == "ours" else trl
+    print(json.dumps(fn(model, prompts, int(length), int(steps), int(threads), *rest)))
