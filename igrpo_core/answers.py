@@ -2,8 +2,8 @@
 
 - `extract_answer`: pure string code, linear time, never raises on a str. Last complete
   \\boxed{}/\\fbox{}, else the last <answer> block, else a final-answer phrase, else None.
-- `check_answer` / `is_equivalent`: math-verify parse + verify under ONE wall-clock limit of ours (a
-  re-firing SIGALRM timer: main thread only). math-verify's own alarms are off: nested alarms cancel
+- `check_answer` / `is_equivalent`: extraction, math-verify parse + verify under ONE wall-clock limit of
+  ours (a re-firing SIGALRM timer: main thread only). math-verify's own alarms are off: nested alarms cancel
   each other, theirs are whole seconds, and they turn a timeout into a silent False.
 - `boxed_contents` / `last_boxed`: the project's one \\boxed{} extractor (tinyworld, judge and
   scripts/build_data.py call it); pure string code, so importing this module loads no sympy.
@@ -378,18 +378,25 @@ def check_answer(completion: str, gold, *, timeout_s: float | None = 5.0) -> Che
     if not isinstance(gold, (str, list, tuple)):
         raise TypeError(f"gold must be a str or parse_gold's list, got {type(gold).__name__}")
     _require_main_thread(timeout_s)
-    extracted = extract_answer(completion)
+    stage, found = ["extract"], [None]  # how far _check got, and what it extracted, for a timeout's record
+    try:
+        return _call_with_time_limit(timeout_s, _check, completion, gold, stage, found)
+    except CheckTimeout as e:
+        return CheckResult(False, "timeout", found[0], f"{stage[0]}: CheckTimeout: {e}")
+    except Exception as e:
+        return CheckResult(False, "error", found[0], f"{stage[0]}: {type(e).__name__}: {e}"[:500])
+
+
+def _check(completion: str, gold, stage: list, found: list) -> CheckResult:
+    """Extraction and comparison, both under check_answer's one time limit (extraction is linear, but
+    a megabyte of boxes still takes a second or more on a busy core)."""
+    extracted = found[0] = extract_answer(completion)
     if extracted is None:
         return CheckResult(False, "no_answer", None, "no boxed/<answer>/final-answer phrase found")
     if len(extracted) > MAX_ANSWER_CHARS:
         return CheckResult(False, "error", extracted[:200], f"answer longer than {MAX_ANSWER_CHARS} chars; not parsed")
-    stage = ["gold"]  # how far _compare got, for the detail of a timeout or error
-    try:
-        return _call_with_time_limit(timeout_s, _compare, extracted, gold, stage)
-    except CheckTimeout as e:
-        return CheckResult(False, "timeout", extracted, f"{stage[0]}: CheckTimeout: {e}")
-    except Exception as e:
-        return CheckResult(False, "error", extracted, f"{stage[0]}: {type(e).__name__}: {e}"[:500])
+    stage[0] = "gold"
+    return _compare(extracted, gold, stage)
 
 
 def _compare(extracted: str, gold, stage: list) -> CheckResult:
