@@ -2,8 +2,8 @@
 
 - `extract_answer`: pure string code, linear time, never raises on a str. Last complete
   \\boxed{}/\\fbox{}, else the last <answer> block, else a final-answer phrase, else None.
-- `check_answer` / `is_equivalent`: math-verify parse + verify under ONE wall-clock limit of ours (a
-  re-firing SIGALRM timer: main thread only). math-verify's own alarms are off: nested alarms cancel
+- `check_answer` / `is_equivalent`: extraction, math-verify parse + verify under ONE wall-clock limit of
+  ours (a re-firing SIGALRM timer: main thread only). math-verify's own alarms are off: nested alarms cancel
   each other, theirs are whole seconds, and they turn a timeout into a silent False.
 - `boxed_contents` / `last_boxed`: the project's one \\boxed{} extractor (tinyworld, judge and
   scripts/build_data.py call it); pure string code, so importing this module loads no sympy.
@@ -70,11 +70,13 @@ _PHRASE_RE = re.compile(
     re.MULTILINE,
 )
 _REST_OF_LINE_RE = re.compile(r"\s*([^\n]*)")
-_HOPE_RE = re.compile(r"(?i)\s*I hope it is correct\.?\s*$")
+_HOPE_RE = re.compile(r"(?i)\s*I hope it is correct\.?$")  # searched in the last 64 chars only
 _MATH_WRAP_RE = re.compile(r"^(?:\$\$(.*)\$\$|\$(.*)\$|\\\((.*)\\\)|\\\[(.*)\\\])$", re.DOTALL)
 _SPACES_RE = re.compile(r"\s*")
 _BOXED_TOKEN_RE = re.compile(r"[^$\n]*")
 _STRICT_BOXED_RE = re.compile(r"\\boxed\{")
+_BRACE_OR_ESCAPE_RE = re.compile(r"\\.|[{}]", re.DOTALL)  # a backslash pair (\\{ \\} \\\\) is no brace
+_BRACE_RE = re.compile(r"[{}]")
 # What may stand between boxes that together are one answer: "$\boxed{1}$, $\boxed{2}$",
 # "\boxed{(2, 2)} \quad \text{and} \quad \boxed{(6, 2)}", "x = \boxed{2} or x = \boxed{3}".
 _BOX_SEPARATOR_RE = re.compile(
@@ -86,44 +88,56 @@ _LEADING_PERCENT_RE = re.compile(r"^\$?([-+]?\d[\d,]*(?:\.\d+)?)\$?\s*(?:\\%|%|p
 _SENTENCE_END_RE = re.compile(r"(?<=\S)\.(?=\s|$)")
 
 
-def _matching_braces(text: str, escapes: bool = True) -> dict[int, int]:
-    """Map each '{' index to its matching '}' in one pass. escapes: LaTeX's \\{ \\} (and any
-    backslash pair) are not braces; without, every brace character counts."""
-    match, stack, i = {}, [], 0
-    while i < len(text):
-        c = text[i]
-        if c == "\\" and escapes:
-            i += 2
-            continue
+def _matching_braces(text: str, escapes: bool = True) -> tuple[dict[int, int], set[int]]:
+    """({'{' index: matching '}' index}, {'{' indices whose pair holds no brace character}), in one
+    pass. escapes: LaTeX's \\{ \\} (and any backslash pair) are not braces; without, every brace counts."""
+    match, flat, stack, last_brace = {}, set(), [], -1
+    for m in (_BRACE_OR_ESCAPE_RE if escapes else _BRACE_RE).finditer(text):  # C-speed over prose
+        c, i = m.group(), m.start()
         if c == "{":
             stack.append(i)
-        elif c == "}" and stack:
-            match[stack.pop()] = i
-        i += 1
-    return match
+            last_brace = i
+        elif c == "}":
+            if stack:
+                start = stack.pop()
+                match[start] = i
+                if last_brace == start:  # nothing brace-like between the pair
+                    flat.add(start)
+            last_brace = i
+    return match, flat
 
 
-def _boxes(text: str, strict: bool = False) -> list[tuple[int, int, str | None]]:
-    """(start, end, content) of every box command in text, in order; content None when the box
-    never closes (or a brace-less `\\boxed` has no token). See boxed_contents for `strict`."""
+# A box: (start, end, content_start, content_end); content_start None when it never closes (or a
+# brace-less `\\boxed` has no token). Contents are sliced only when read (_content): slicing each
+# of 10^4 nested boxes up front would copy the text 10^4 times.
+_Box = tuple[int, int, "int | None", "int | None"]
+
+
+def _content(text: str, box: _Box) -> str | None:
+    return None if box[2] is None else text[box[2] : box[3]].strip()
+
+
+def _boxes(text: str, strict: bool = False) -> list[_Box]:
+    """Every box command in text, in order (see _Box). Linear time. See boxed_contents for `strict`."""
     found = list((_STRICT_BOXED_RE if strict else _BOXED_RE).finditer(text))
     if not found:
         return []
-    braces = _matching_braces(text, escapes=not strict)
+    braces, flat = _matching_braces(text, escapes=not strict)
     out = []
     for m in found:
         j = m.end() - 1 if strict else _SPACES_RE.match(text, m.end()).end()
         if j < len(text) and text[j] == "{":
             end = braces.get(j)
-            content = None if end is None else text[j + 1 : end]
-            if strict and content is not None and ("{" in content or "}" in content):
-                content = None  # what the tiny world's regex never matched
-            out.append((m.start(), j + 1 if end is None else end + 1, None if content is None else content.strip()))
-        elif j > m.end():  # "\boxed 5$": MATH's own convention, up to the closing $ or end of line
+            if end is None or (strict and j not in flat):  # strict: what the tiny world's regex never matched
+                out.append((m.start(), j + 1 if end is None else end + 1, None, None))
+            else:
+                out.append((m.start(), end + 1, j + 1, end))
+        elif j > m.end():  # "\\boxed 5$": MATH's own convention, up to the closing $ or end of line
             token = _BOXED_TOKEN_RE.match(text, j)
-            out.append((m.start(), token.end(), token.group(0).strip() or None))
+            empty = not token.group(0).strip()
+            out.append((m.start(), token.end(), None if empty else j, None if empty else token.end()))
         else:
-            out.append((m.start(), m.end(), None))
+            out.append((m.start(), m.end(), None, None))
     return out
 
 
@@ -135,7 +149,7 @@ def boxed_contents(text: str, *, strict: bool = False) -> list[str]:
     strict: only `\\boxed{` written exactly, content without any brace character (backslashes are
     plain characters): the tiny world's format, identical to the regex \\\\boxed\\{([^{}]*)\\}.
     """
-    return [c for _, _, c in _boxes(text, strict) if c is not None]
+    return [_content(text, b) for b in _boxes(text, strict) if b[2] is not None]
 
 
 def last_boxed(text: str, *, strict: bool = False, skip_unclosed: bool = True) -> str | None:
@@ -143,8 +157,8 @@ def last_boxed(text: str, *, strict: bool = False, skip_unclosed: bool = True) -
     the LAST box never closes, None rather than an earlier box (gold data: no gold, not a wrong one)."""
     boxes = _boxes(text, strict)
     if not skip_unclosed:
-        return boxes[-1][2] if boxes else None
-    return next((c for _, _, c in reversed(boxes) if c is not None), None)
+        return _content(text, boxes[-1]) if boxes else None
+    return next((_content(text, b) for b in reversed(boxes) if b[2] is not None), None)
 
 
 def _final_group(text: str) -> tuple[int, str] | None:
@@ -156,21 +170,32 @@ def _final_group(text: str) -> tuple[int, str] | None:
     boxes = [b for b in _boxes(text) if b[2] is not None]
     if not boxes:
         return None
-    group = [boxes[-1]]
+    group = [boxes[-1]]  # built backwards, from the last box
     for prev in reversed(boxes[:-1]):
-        gap = group[0][0] - prev[1]
-        if prev[2] == "" or gap > 200 or not _BOX_SEPARATOR_RE.fullmatch(text, prev[1], group[0][0]):
+        first = group[-1]
+        gap = first[0] - prev[1]  # < 0: prev encloses the group (nested boxes are never joined)
+        if gap < 0 or gap > 200 or not _content(text, prev) or not _BOX_SEPARATOR_RE.fullmatch(text, prev[1], first[0]):
             break
-        group.insert(0, prev)
-    contents = list(dict.fromkeys(c for _, _, c in group))
+        group.append(prev)
+    group.reverse()
+    contents = list(dict.fromkeys(_content(text, b) for b in group))
     answer = ", ".join(contents)
     if len(contents) == 1 and _TRAILING_PERCENT_RE.match(text, group[-1][1]):
         answer += "\\%"  # "\boxed{25}\%" or "\boxed{25} percent": 25 percent, not 25
     return group[0][0], answer
 
 
+def _drop_hope(s: str) -> str:
+    """s without a trailing "I hope it is correct." (MATH's Minerva format). Searched in the tail only:
+    `\\s*` searched over the whole string is quadratic in a run of spaces."""
+    s = s.rstrip()
+    tail = max(0, len(s) - 64)
+    m = _HOPE_RE.search(s, tail)
+    return (s[: m.start()] if m else s).strip()
+
+
 def _clean_phrase(s: str) -> str:
-    s = _HOPE_RE.sub("", s.strip()).strip()
+    s = _drop_hope(s)
     if not _MATH_WRAP_RE.match(s):  # "5. Then ..." -> "5"; a decimal point is never followed by space
         s = _SENTENCE_END_RE.split(s, maxsplit=1)[0]
     s = s.strip().strip("*").strip()
@@ -353,18 +378,25 @@ def check_answer(completion: str, gold, *, timeout_s: float | None = 5.0) -> Che
     if not isinstance(gold, (str, list, tuple)):
         raise TypeError(f"gold must be a str or parse_gold's list, got {type(gold).__name__}")
     _require_main_thread(timeout_s)
-    extracted = extract_answer(completion)
+    stage, found = ["extract"], [None]  # how far _check got, and what it extracted, for a timeout's record
+    try:
+        return _call_with_time_limit(timeout_s, _check, completion, gold, stage, found)
+    except CheckTimeout as e:
+        return CheckResult(False, "timeout", found[0], f"{stage[0]}: CheckTimeout: {e}")
+    except Exception as e:
+        return CheckResult(False, "error", found[0], f"{stage[0]}: {type(e).__name__}: {e}"[:500])
+
+
+def _check(completion: str, gold, stage: list, found: list) -> CheckResult:
+    """Extraction and comparison, both under check_answer's one time limit (extraction is linear, but
+    a megabyte of boxes still takes a second or more on a busy core)."""
+    extracted = found[0] = extract_answer(completion)
     if extracted is None:
         return CheckResult(False, "no_answer", None, "no boxed/<answer>/final-answer phrase found")
     if len(extracted) > MAX_ANSWER_CHARS:
         return CheckResult(False, "error", extracted[:200], f"answer longer than {MAX_ANSWER_CHARS} chars; not parsed")
-    stage = ["gold"]  # how far _compare got, for the detail of a timeout or error
-    try:
-        return _call_with_time_limit(timeout_s, _compare, extracted, gold, stage)
-    except CheckTimeout as e:
-        return CheckResult(False, "timeout", extracted, f"{stage[0]}: CheckTimeout: {e}")
-    except Exception as e:
-        return CheckResult(False, "error", extracted, f"{stage[0]}: {type(e).__name__}: {e}"[:500])
+    stage[0] = "gold"
+    return _compare(extracted, gold, stage)
 
 
 def _compare(extracted: str, gold, stage: list) -> CheckResult:

@@ -7,8 +7,10 @@ advantages both use the total reward, so that one name covers both.
 
 Backends (Config.judge_model):
 - "http://host:port/v1" (or https): an OpenAI-compatible /chat/completions endpoint, model
-  Config.judge_model_name (None: the first of GET /models); urllib only, per-request timeout,
-  bounded retries with exponential backoff on connection errors, timeouts, 429 and 5xx.
+  Config.judge_model_name (None: the first of GET /models); http.client only. Each attempt ends
+  within its timeout however the server behaves (a watchdog closes a dripping socket), reads at most
+  MAX_RESPONSE_BYTES, follows no redirect; bounded retries with exponential backoff on connection
+  errors, timeouts, malformed JSON, 429 and 5xx (tests/test_judge_hostile.py holds each line).
 - anything else: a local model directory or HF id (or a .gguf file path), sampled greedily through
   engine.TransformersEngine.
 
@@ -26,12 +28,14 @@ any execution of model text (verdicts are parsed with regular expressions and js
 """
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
+import socket
+import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -148,6 +152,8 @@ def parse_verdict(text: str) -> float:
     t = (text or "").strip()
     if not t:
         raise JudgeParseError("empty verdict")
+    if len(t) > MAX_VERDICT_CHARS:  # a verdict is one line; a huge reply is a broken judge
+        raise JudgeParseError(f"verdict of {len(t)} characters (limit {MAX_VERDICT_CHARS}): {t[:80]!r}")
     try:
         score = _json_score(t)
     except JudgeParseError:
@@ -173,6 +179,81 @@ def parse_verdict(text: str) -> float:
         raise JudgeParseError(f"unparseable verdict: {t[:200]!r}") from None
 
 
+# --------------------------------------------------------------------------- one bounded HTTP exchange
+
+MAX_RESPONSE_BYTES = 1_000_000  # a judge reply is a few hundred bytes; more is refused unread
+MAX_VERDICT_CHARS = 10_000      # longer verdict texts are a parse error, not scanned
+DEFAULT_TIMEOUT_S = 60.0        # build_judge's per-attempt limit (tests lower it)
+DEFAULT_RETRIES = 2
+
+
+class _Refused(Exception):
+    """A response refused by this client (redirect, oversized body): not retried."""
+
+
+def _is_json_type(ctype: str) -> bool:
+    media = ctype.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+def _abort(conn: http.client.HTTPConnection, fired: threading.Event) -> None:
+    """Watchdog: shut the socket down, so a recv blocked on a server that drips bytes returns now."""
+    fired.set()
+    sock = conn.sock
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def _exchange(url: str, data: bytes | None, headers: dict, timeout_s: float) -> tuple[int, str, bytes]:
+    """(status, content type, body) of one request, within timeout_s in all.
+
+    A socket timeout alone bounds each recv, not the exchange: a server sending one byte per second
+    would hold it forever, so a watchdog closes the socket at the deadline (HTTPS: the TLS handshake
+    is bounded by the socket timeout only, so up to 2 * timeout_s there). Redirects are never
+    followed (http.client does not; a 3xx is refused, so a judge URL cannot bounce requests off
+    loopback). A body over MAX_RESPONSE_BYTES (by Content-Length, or as read) is refused, and never
+    more than that is read into memory. Raises OSError / http.client.HTTPException / _Refused.
+    """
+    parts = urllib.parse.urlsplit(url)
+    cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = cls(parts.hostname, parts.port, timeout=timeout_s)
+    fired = threading.Event()
+    watchdog = threading.Timer(timeout_s, _abort, args=(conn, fired))
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        conn.request("GET" if data is None else "POST", target, body=data, headers=headers)
+        resp = conn.getresponse()
+        if 300 <= resp.status < 400:
+            raise _Refused(f"redirect HTTP {resp.status} to {str(resp.getheader('Location'))[:200]!r} not followed")
+        length = resp.getheader("Content-Length")
+        if length and length.strip().isdigit() and int(length) > MAX_RESPONSE_BYTES:
+            raise _Refused(f"response of {int(length)} bytes refused (limit {MAX_RESPONSE_BYTES})")
+        chunks, size = [], 0
+        while size <= MAX_RESPONSE_BYTES:  # read() may return short: loop to the end, or just past the cap
+            chunk = resp.read(min(2**16, MAX_RESPONSE_BYTES + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if fired.is_set():  # the watchdog ended the read: what arrived is a fragment
+            raise TimeoutError(f"no complete response within {timeout_s:g}s")
+        if size > MAX_RESPONSE_BYTES:
+            raise _Refused(f"response over {MAX_RESPONSE_BYTES} bytes refused")
+        return resp.status, resp.getheader("Content-Type") or "", b"".join(chunks)
+    except (OSError, http.client.HTTPException) as exc:
+        if fired.is_set():
+            raise TimeoutError(f"no complete response within {timeout_s:g}s") from exc
+        raise
+    finally:
+        watchdog.cancel()
+        conn.close()
+
+
 # --------------------------------------------------------------------------- backends
 
 class HTTPJudgeBackend:
@@ -188,32 +269,47 @@ class HTTPJudgeBackend:
         self.model_name = model_name or self.list_models()[0]
 
     def _request(self, path: str, payload: dict | None) -> dict:
-        """GET (payload None) or POST JSON; retried on connection errors, timeouts, 429 and 5xx."""
-        headers = {"Content-Type": "application/json"}
+        """GET (payload None) or POST JSON; retried on connection errors, timeouts, malformed JSON, 429
+        and 5xx. Each attempt is one bounded exchange (_exchange); the whole call takes at most
+        (retries + 1) * timeout_s plus the backoffs."""
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         data = None if payload is None else json.dumps(payload).encode()
-        last = None
+        url, last = self.base_url + path, None
         for attempt in range(self.retries + 1):
             if attempt:
                 time.sleep(min(self.backoff_s * 2 ** (attempt - 1), 30.0))
-            req = urllib.request.Request(self.base_url + path, data=data, headers=headers)
             try:
-                with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                    return json.loads(resp.read().decode())
-            except urllib.error.HTTPError as exc:
-                body = exc.read().decode(errors="replace")[:300]
-                last = f"HTTP {exc.code} from {self.base_url + path}: {body}"
-                if exc.code != 429 and exc.code < 500:
+                status, ctype, body = _exchange(url, data, headers, self.timeout_s)
+            except _Refused as exc:  # a response that repeating the request will not change
+                last = f"{exc} from {url}"
+                break
+            except (OSError, http.client.HTTPException) as exc:  # socket errors, timeouts, garbage status lines
+                last = f"{type(exc).__name__} talking to {url}: {exc}"[:400]
+                continue
+            if not 200 <= status < 300:
+                last = f"HTTP {status} from {url}: {body[:300].decode(errors='replace')}"
+                if status != 429 and status < 500:
                     break  # a bad request does not get better by repeating it
-            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
-                last = f"{type(exc).__name__} talking to {self.base_url + path}: {getattr(exc, 'reason', exc)}"
-            except ValueError as exc:
-                last = f"malformed JSON from {self.base_url + path}: {exc}"
+                continue
+            if not _is_json_type(ctype):
+                last = f"wrong content type {ctype[:80]!r} (not JSON) from {url}"
+                break
+            try:
+                obj = json.loads(body.decode())
+            except (ValueError, RecursionError) as exc:  # also bad UTF-8; RecursionError: [[[[...
+                last = f"malformed JSON from {url}: {type(exc).__name__}: {str(exc)[:200]}"
+                continue
+            if isinstance(obj, dict):
+                return obj
+            last = f"JSON from {url} is a {type(obj).__name__}, not an object"
+            break
         raise JudgeRequestError(f"{last} (after {attempt + 1} attempt(s))")
 
     def list_models(self) -> list[str]:
-        ids = [m.get("id") for m in self._request("/models", None).get("data", []) if m.get("id")]
+        data = self._request("/models", None).get("data")
+        ids = [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)] if isinstance(data, list) else []
         if not ids:
             raise JudgeRequestError(f"{self.base_url}/models lists no model; set judge_model_name")
         return ids
@@ -223,9 +319,12 @@ class HTTPJudgeBackend:
             "model": self.model_name, "temperature": 0.0, "max_tokens": self.max_tokens,
             "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}]})
         try:
-            return body["choices"][0]["message"]["content"] or ""
+            content = body["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError):
             raise JudgeRequestError(f"malformed chat completion: {str(body)[:300]}") from None
+        if content is not None and not isinstance(content, str):
+            raise JudgeRequestError(f"chat completion content is a {type(content).__name__}, not text")
+        return content or ""
 
     def complete(self, conversations: list[tuple[str, str]]) -> list[str | Exception]:
         def one(conv):
@@ -336,8 +435,11 @@ def is_http(judge_model: str) -> bool:
     return judge_model.startswith(("http://", "https://"))
 
 
-def build_judge(cfg, *, timeout_s: float = 60.0, retries: int = 2) -> Judge:
-    """The judge that Config.judge_model / judge_model_name describe."""
+def build_judge(cfg, *, timeout_s: float | None = None, retries: int | None = None) -> Judge:
+    """The judge that Config.judge_model / judge_model_name describe. HTTP: each call ends within
+    (retries + 1) * timeout_s plus backoffs (defaults DEFAULT_TIMEOUT_S, DEFAULT_RETRIES)."""
+    timeout_s = DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s
+    retries = DEFAULT_RETRIES if retries is None else retries
     if not cfg.judge_model:
         raise ValueError("judge_model is not set")
     if is_http(cfg.judge_model):
