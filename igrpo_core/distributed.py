@@ -58,6 +58,32 @@ class Dist:
         dist.all_gather_object(out, obj)
         return out
 
+    def reduce_metrics(self, row: dict, counts: dict[str, int], *, summed, pooled_stds: dict) -> dict:
+        """A step's metrics for the whole batch from every process's: counts (`summed`) add up,
+        standard deviations pool from each process's count, mean and std (`pooled_stds`: std key ->
+        (mean key, counts key)), the rest average (shards are equal: the loss, ratio and clip metrics
+        are per-process means). step, lr, grad_norm and entropy are already the same everywhere."""
+        if self.world == 1:
+            return row
+        out = {}
+        for key, v in row.items():
+            if key in ("step", "lr", "grad_norm", "entropy") or v is None:
+                out[key] = v
+            elif key in pooled_stds:
+                mean_key, count_key = pooled_stds[key]
+                out[key] = self.pooled_std(counts[count_key], row[mean_key], v)
+            else:
+                total = self.sum(v)
+                out[key] = total if key in summed else total / self.world
+        return out
+
+    def pooled_std(self, n: int, mean: float, std: float) -> float:
+        """Unbiased std of the union of every process's n values, from each one's mean and std."""
+        total_n = self.sum(n)
+        grand = self.sum(n * mean) / total_n
+        squares = self.sum((n - 1) * std ** 2 + n * mean ** 2)
+        return max(0.0, (squares - total_n * grand ** 2) / max(1.0, total_n - 1)) ** 0.5
+
     def barrier(self) -> None:
         if self.world > 1:
             self.accelerator.wait_for_everyone()

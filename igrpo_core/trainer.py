@@ -28,6 +28,7 @@ from igrpo_core.options import SUMMED_METRICS
 from igrpo_core.data import load_dataset
 from igrpo_core.models import (autocast_dtype, context_length, load_model, load_tokenizer, make_engine,
                                resolve_device, setup_threads)
+from igrpo_core.logprobs import reference_sequence_logps, sequence_logps  # noqa: F401 (re-exported)
 from igrpo_core.prompts import attach_draft, prompt_format, render_prompt
 from igrpo_core.rewards import RewardFn, build_reward_fns
 
@@ -80,83 +81,6 @@ def batch_examples(examples: list[dict], step: int, batch_index: int, per_batch:
             perms[epoch] = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
         out.append(examples[int(perms[epoch][k])])
     return out
-
-
-def sequence_logps(model, prompt_ids, completion_ids, *, pad_id: int, device, amp_dtype, with_entropy=False,
-                   temperature: float = 1.0, chunked: bool = False):
-    """Log-probs (and entropy) of each completion token given its prompt, shape (B, T).
-
-    Prompts are left-padded and completions right-padded, so every completion starts at the same
-    column; position ids follow the attention mask exactly as `generate` computes them. Logits are
-    divided by the sampling temperature (as TRL does), so the log-probs, and every ratio, KL and
-    entropy built on them, are those of the policy the rollouts were actually sampled from.
-    chunked=True (the trainer's choice): the decoder runs once; the output layer and log-softmax run
-    chunk by chunk with recomputation in backward (losses.chunked_token_logps), so no (B, T, V) logits
-    tensor is ever held. Otherwise, and for models whose forward does more than a plain linear head
-    (soft-capping, logit scaling, a LoRA'd head): `reference_sequence_logps`, the model's full logits
-    (tests/test_chunked.py: equal values and gradients). The default stays the full-logits path for
-    callers that inspect the model's logits.
-    """
-    head = model.get_output_embeddings()
-    if not (chunked and _plain_output_layer(model, head)):
-        return reference_sequence_logps(model, prompt_ids, completion_ids, pad_id=pad_id, device=device,
-                                        amp_dtype=amp_dtype, with_entropy=with_entropy, temperature=temperature)
-    ids, attn, pos, Tp = _pack(prompt_ids, completion_ids, pad_id, device)
-    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-        hidden = _final_hidden(model, ids, attn, pos)[:, Tp - 1:-1]           # (B, T, H) predicts completion
-        logp, ent = losses.chunked_token_logps(hidden, head.weight, head.bias, ids[:, Tp:], temperature=temperature,
-                                               with_entropy=with_entropy)   # (B, T) each
-    return logp, attn[:, Tp:].float(), ent
-
-
-def _final_hidden(model, ids, attn, pos) -> torch.Tensor:
-    """The decoder's last hidden state (B, Tp+T, H), through model.forward (so wrappers, hooks and
-    gradient checkpointing apply as usual) with logits for one position only."""
-    seen = []
-    handle = model.get_decoder().register_forward_hook(lambda _m, _a, out: seen.append(out.last_hidden_state))
-    try:
-        model(input_ids=ids, attention_mask=attn, position_ids=pos, logits_to_keep=1, use_cache=False)
-    finally:
-        handle.remove()
-    return seen[-1]
-
-
-def _plain_output_layer(model, head) -> bool:
-    cfg = getattr(model, "config", None)
-    scaled = any(getattr(cfg, k, None) not in (None, 1, 1.0) for k in ("final_logit_softcapping", "logit_scale",
-                                                                         "logits_scaling"))
-    return type(head) is torch.nn.Linear and hasattr(model, "get_decoder") and not scaled
-
-
-def _pack(prompt_ids, completion_ids, pad_id: int, device):
-    """Left-padded prompts then right-padded completions: ids, attention mask, positions (B, Tp+T), Tp."""
-    B, Tp = len(prompt_ids), max(len(p) for p in prompt_ids)
-    T = max(len(c) for c in completion_ids)
-    ids = torch.full((B, Tp + T), pad_id, dtype=torch.long)
-    attn = torch.zeros((B, Tp + T), dtype=torch.long)
-    for i, (p, c) in enumerate(zip(prompt_ids, completion_ids)):
-        ids[i, Tp - len(p): Tp] = torch.tensor(p)
-        ids[i, Tp: Tp + len(c)] = torch.tensor(c)
-        attn[i, Tp - len(p): Tp + len(c)] = 1
-    ids, attn = ids.to(device), attn.to(device)
-    pos = (attn.cumsum(-1) - 1).clamp(min=0)                                  # (B, Tp+T)
-    return ids, attn, pos, Tp
-
-
-def reference_sequence_logps(model, prompt_ids, completion_ids, *, pad_id: int, device, amp_dtype,
-                             with_entropy=False, temperature: float = 1.0):
-    """`sequence_logps` through the model's full (B, T, V) logits: the reference it is tested against."""
-    ids, attn, pos, Tp = _pack(prompt_ids, completion_ids, pad_id, device)
-    T = ids.shape[1] - Tp
-    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-        logits = model(input_ids=ids, attention_mask=attn, position_ids=pos, logits_to_keep=T + 1,
-                       use_cache=False).logits  # a KV cache is useless here and costs memory
-    logits = logits[:, -(T + 1):-1] / temperature                             # (B, T, V) predicts completion
-    target = ids[:, Tp:]                                                      # (B, T)
-    logp = losses.selective_log_softmax(logits, target)                       # (B, T)
-    mask = attn[:, Tp:].float()                                               # (B, T)
-    ent = losses.token_entropy(logits.detach()) if with_entropy else None
-    return logp, mask, ent
 
 
 class Trainer:
@@ -399,7 +323,8 @@ class Trainer:
         stats = _merge_stats([r.stats for r in rollouts])
         counts = {"trained": sum(len(r.completion_ids) for r in rollouts),
                   "drafts": sum(1 for r in rollouts for row in r.rows if row["stage"] == "draft")}
-        row = self._reduce({"step": step, "lr": lr, **upd, **stats}, counts)
+        row = self.dist.reduce_metrics({"step": step, "lr": lr, **upd, **stats}, counts,
+                                       summed=SUMMED_METRICS, pooled_stds=POOLED_STDS)
         tokens = row.pop("generated_tokens")
         row.update(gen_time_s=gen_time, step_time_s=step_time, tokens_per_s=tokens / step_time)
         rows = [r for ro in rollouts for r in ro.rows] if cfg.log_completions else []
@@ -411,32 +336,6 @@ class Trainer:
                 records.write_rollouts(self.run_dir, step, rows)
             records.append_metrics(self.run_dir, row)
         return row
-
-    def _reduce(self, row: dict, counts: dict[str, int]) -> dict:
-        """Metrics of the whole batch from every process's: counts add up, standard deviations pool
-        (from each process's count, mean and std), the rest average (shards are equal; the loss,
-        ratio and clip metrics are per-process means; entropy is already global)."""
-        if self.dist.world == 1:
-            return row
-        same = {"step", "lr", "grad_norm", "entropy"}    # identical on every process after the update
-        out = {}
-        for key, v in row.items():
-            if key in same or v is None:
-                out[key] = v
-            elif key in POOLED_STDS:
-                mean_key, count_key = POOLED_STDS[key]
-                out[key] = self._pooled_std(counts[count_key], row[mean_key], v)
-            else:
-                total = self.dist.sum(v)
-                out[key] = total if key in SUMMED_METRICS else total / self.dist.world
-        return out
-
-    def _pooled_std(self, n: int, mean: float, std: float) -> float:
-        """Unbiased std of the union of every process's n values, from each one's mean and std."""
-        total_n = self.dist.sum(n)
-        grand = self.dist.sum(n * mean) / total_n
-        squares = self.dist.sum((n - 1) * std ** 2 + n * mean ** 2)
-        return max(0.0, (squares - total_n * grand ** 2) / max(1.0, total_n - 1)) ** 0.5
 
     def train(self) -> Path:
         cfg = self.cfg

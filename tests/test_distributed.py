@@ -25,7 +25,9 @@ from tests.conftest import small_config
 ROOT = Path(__file__).resolve().parents[1]
 ACCELERATE = Path(sys.executable).with_name("accelerate")
 TIMING = {"gen_time_s", "step_time_s", "tokens_per_s"}
-WEIGHT_ATOL = 1e-5   # float reduction order differs between 1 and 2 processes; updates are ~1e-3
+# Float reduction order differs between 1 and 2 processes. Adam divides by sqrt(v), so on elements
+# whose gradient is near zero such differences can grow to a few percent of one step (lr 1e-3).
+WEIGHT_ATOL = 5e-5
 BASE = dict(max_steps=2, save_steps=2, prompts_per_step=4, num_generations=4, num_drafts=2,
             max_completion_length=32, tiny_num_problems=200, learning_rate=1e-3, warmup_ratio=0.0)
 
@@ -64,7 +66,7 @@ def assert_same_run(a: Path, b: Path, step: int) -> None:
     wa = load_file(a / f"checkpoints/step_{step:06d}/model/model.safetensors")
     wb = load_file(b / f"checkpoints/step_{step:06d}/model/model.safetensors")
     w0 = load_file(ROOT / "data/models/tiny-arith/model.safetensors")
-    assert max((wa[k] - w0[k]).abs().max().item() for k in wa) > 10 * WEIGHT_ATOL     # training moved them
+    assert max((wa[k] - w0[k]).abs().max().item() for k in wa) > 2e-4                 # training moved them
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], atol=WEIGHT_ATOL, rtol=0)
 
@@ -106,3 +108,20 @@ def test_uneven_shards_are_an_error_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="multiple of the number of processes"):
         Dist(accelerator=None, rank=0, world=2).shard(5)
     assert Dist(rank=1, world=2).shard(4) == slice(2, 4) and Dist().shard(3) == slice(0, 3)
+
+
+def test_pooled_std_equals_the_std_of_the_union():
+    """Dist.pooled_std from per-process (n, mean, std) is the unbiased std of all values together
+    (checked here with a stand-in for the all-reduce sum over two 'processes')."""
+    from igrpo_core.distributed import Dist
+    parts = [torch.tensor([1.0, 2.0, 4.0, 7.0], dtype=torch.float64), torch.tensor([0.0, 3.0, 3.0, 9.0], dtype=torch.float64)]
+
+    class TwoProcesses(Dist):
+        def sum(self, x):   # each call sees the value of process 0; process 1's is looked up
+            return x + self.other(x)
+
+    calls = iter([4, float(parts[1].mean()) * 4, 3 * float(parts[1].std()) ** 2 + 4 * float(parts[1].mean()) ** 2])
+    d = TwoProcesses(rank=0, world=2)
+    d.other = lambda x: next(calls)
+    got = d.pooled_std(4, float(parts[0].mean()), float(parts[0].std()))
+    assert got == pytest.approx(float(torch.cat(parts).std()), rel=1e-9)
