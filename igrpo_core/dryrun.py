@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from igrpo_core.config import Config
-from igrpo_core.memory import FP32, GIB, Arch, arch_from_dir, estimate, param_count
+from igrpo_core.memory import FP32, GIB, Arch, arch_from_dir, estimate, logits_bytes, param_count
 from igrpo_core.paper_models import paper_arch
 from igrpo_core.prompts import attach_draft, build_refine_prompt, render_prompt
 
 # trainer.py is single-process today (its docstring: "Deliberately left out: multi-GPU/FSDP").
 # Flip when the multi-process issue lands; the dry run then stops calling the 8-GPU command planned.
-MULTI_PROCESS_SUPPORTED = False
+MULTI_PROCESS_SUPPORTED = True   # DDP through accelerate (tests/test_distributed.py, 2 CPU processes)
 DEVICE_SIZES_GIB = (80, 141)  # H100 / H200
 
 
@@ -155,7 +155,7 @@ def _config_lines(cfg: Config, n_rows: int) -> list[str]:
     sets = [s.strip() for s in cfg.eval_dataset.split(",") if s.strip()]
     evals = ", ".join(f"{s} (k={resolve_num_samples(s, cfg.eval_num_samples, cfg.eval_greedy)})" for s in sets)
     rewards = " + ".join(f"{r} x{w}" for r, w in zip(cfg.reward_funcs, cfg.reward_weights))
-    ckpt = getattr(cfg, "gradient_checkpointing", "not a config option yet (issue 8 fix 6)")
+    ckpt = cfg.gradient_checkpointing
     return [f"  model         {cfg.model_name_or_path}",
             f"  algorithm     {algo}; loss {cfg.loss_type}, epsilon {cfg.epsilon}, beta {cfg.beta}",
             f"  data          {cfg.dataset}: {n_rows} problems; {cfg.max_steps} steps x {cfg.prompts_per_step} "
@@ -253,6 +253,9 @@ def _memory_lines(arch: Arch, cfg: Config) -> list[str]:
               "under FSDP needs the full weights gathered to generate; the vLLM engine instead reserves "
               f"vllm_gpu_memory_utilization={cfg.vllm_gpu_memory_utilization} of the device; CUDA context, NCCL "
               "buffers and fragmentation are not counted."]
+    chunked = logits_bytes(arch, cfg.per_device_train_batch_size, cfg.max_completion_length, chunked=True)
+    lines.append(f"  the logits row is an upper bound: the trainer computes log-probs in chunks for a plain linear "
+                 f"head (losses.chunked_token_logps), {chunked / 2 ** 20:.0f} MiB instead")
     if arch.pattern:
         lines.append("  APPROXIMATE: hybrid Mamba-2 model; Mamba scan activations are modelled roughly.")
     return lines
@@ -277,7 +280,8 @@ def dry_run(cfg: Config, *, preset: str | None = None, config_path: str | None =
     lines.append("[memory estimate per device]")
     lines += _memory_lines(arch, cfg) if arch else ["  no architecture facts (not a paper model, no local "
                                                     "config.json): skipped"]
-    status = ("supported" if MULTI_PROCESS_SUPPORTED else
+    status = ("supported: data-parallel DDP through accelerate (equal to one process on the same global "
+              "batch, tested with 2 CPU processes); FSDP is not yet supported for rollouts" if MULTI_PROCESS_SUPPORTED else
               "PLANNED, not yet supported: trainer.py is single-process today (multi-GPU training is a separate "
               "issue); run now, this would start 8 independent copies of the same run")
     lines += ["[launch on 8 GPUs]", f"  {cmd}", f"  status: {status}"]

@@ -163,10 +163,17 @@ def activation_bytes(a: Arch, tokens: int, checkpointing: bool) -> int:
     return tokens * (a.layers * FP32 * a.hidden + largest)
 
 
-def logits_bytes(a: Arch, batch: int, completion_tokens: int) -> int:
-    """The trainer keeps logits for completion positions only (logits_to_keep = T + 1): the bf16
-    lm_head output plus the fp32 log-softmax that selective_log_softmax's backward keeps (not chunked)."""
-    return batch * (completion_tokens + 1) * a.vocab * (BF16 + FP32)
+CHUNK_ELEMENTS = 1 << 23   # losses.CHUNK_ELEMENTS: logits per chunk of the chunked log-probs
+
+
+def logits_bytes(a: Arch, batch: int, completion_tokens: int, chunked: bool = False) -> int:
+    """Logits for completion positions only (logits_to_keep = T + 1). Unchunked: the bf16 lm_head
+    output plus the fp32 log-softmax its backward keeps. Chunked (the trainer's path for a plain
+    linear head): one chunk of at most CHUNK_ELEMENTS logits at a time, plus a logsumexp per token."""
+    tokens = batch * (completion_tokens + 1)
+    if chunked:
+        return min(tokens * a.vocab, CHUNK_ELEMENTS) * (BF16 + FP32) + tokens * FP32
+    return tokens * a.vocab * (BF16 + FP32)
 
 
 def kv_cache_bytes_per_token(a: Arch, elt: int) -> int:
