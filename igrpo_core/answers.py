@@ -219,39 +219,37 @@ def _last_phrase(text: str) -> str | None:
     return _clean_phrase(_REST_OF_LINE_RE.match(text, last.end()).group(1)) or None
 
 
-def extract_answer(text: str) -> str | None:
-    """Final answer substring of a completion, or None. Linear time; never raises on a str.
-    Several final boxes joined by separators become one list answer (see _final_group)."""
+def _locate_answer(text: str) -> tuple[int, str] | None:
+    """(offset where the match begins, final answer) by the extractor's precedence: the final boxes,
+    else the last <answer> block, else the last answer phrase ("The answer is 5", "#### 5")."""
     group = _final_group(text)
     if group and group[1]:
-        return group[1]
+        return group
     start = text.rfind("<answer>")
     if start >= 0:
         end = text.find("</answer>", start)
         content = text[start + len("<answer>") : end if end >= 0 else len(text)].strip()
         if content:
-            return _last_phrase(content) or _clean_phrase(content) or content
-    return _last_phrase(text)
-
-
-def answer_start(text: str) -> int | None:
-    """Offset where the match `extract_answer` reads begins (its \\boxed, <answer> or phrase), or None.
-
-    Follows extract_answer's precedence, so text[answer_start(text):] extracts the same answer; draft
-    truncation keeps the tail from here.
-    """
-    group = _final_group(text)
-    if group and group[1]:
-        return group[0]
-    start = text.rfind("<answer>")
-    if start >= 0:
-        end = text.find("</answer>", start)
-        if text[start + len("<answer>") : end if end >= 0 else len(text)].strip():
-            return start
+            return start, _last_phrase(content) or _clean_phrase(content) or content
     last = None
     for last in _PHRASE_RE.finditer(text):
         pass
-    return last.start() if last is not None and _last_phrase(text) else None
+    phrase = _last_phrase(text) if last is not None else None
+    return (last.start(), phrase) if phrase else None
+
+
+def extract_answer(text: str) -> str | None:
+    """Final answer substring of a completion, or None. Linear time; never raises on a str.
+    Several final boxes joined by separators become one list answer (see _final_group)."""
+    found = _locate_answer(text)
+    return found[1] if found else None
+
+
+def answer_start(text: str) -> int | None:
+    """Offset where the match `extract_answer` reads begins (its \\boxed, <answer> or phrase), or None:
+    text[answer_start(text):] extracts the same answer; draft truncation keeps the tail from here."""
+    found = _locate_answer(text)
+    return found[0] if found else None
 
 
 # --------------------------------------------------------------------------- parse + verify

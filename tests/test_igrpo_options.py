@@ -9,6 +9,7 @@ from igrpo_core.config import Config
 from igrpo_core.engine import Completion, SamplingParams
 from igrpo_core.igrpo import Rollout, collect_dynamic, collect_grpo, collect_igrpo
 from igrpo_core.rewards import build_reward_fns
+from tests.test_igrpo import EXAMPLES, ans
 
 
 class Scripted:
@@ -35,12 +36,6 @@ class Scripted:
         pass
 
 
-def ans(x):
-    return f"<think>x</think><answer>\\boxed{{{x}}}</answer>"
-
-
-EXAMPLES = [{"id": "q0", "problem": "Compute 1+2.", "answer": "3"},
-            {"id": "q1", "problem": "Compute 2*5.", "answer": "10"}]
 
 
 def run_igrpo(tok, script, **over):
