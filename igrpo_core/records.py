@@ -283,10 +283,6 @@ def eval_dir(run_dir: Path, name: str) -> Path:
     return Path(run_dir) / "eval" / name
 
 
-def is_eval_dir(path: Path) -> bool:
-    return any((Path(path) / f).exists() for f in ("summary.json", "samples.parquet", "parts"))
-
-
 def eval_dirs(root: Path) -> list[Path]:
     """Every evaluation directory at or below `root` (a run's eval/, or a folder of them), sorted."""
     root = Path(root)
