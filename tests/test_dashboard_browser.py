@@ -141,7 +141,9 @@ def _choose(page, key: str, option: str) -> None:
     _settle(page)
 
 
-def test_click_through_pages_and_screenshot(server):
+@contextlib.contextmanager
+def _opened(url: str):
+    """(page, dialogs, page errors) of headless Chromium on the served dashboard, settled; closed after."""
     from playwright.sync_api import sync_playwright
     dialogs: list[str] = []
     errors: list[str] = []
@@ -151,25 +153,30 @@ def test_click_through_pages_and_screenshot(server):
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
             page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(server, wait_until="domcontentloaded")
+            page.goto(url, wait_until="domcontentloaded")
             _settle(page, 60)
-            shots = []
-            for label, name in PAGES:
-                _goto(page, label)
-                if label == "Rollouts":
-                    _choose(page, "rb_run", "igrpo-a")  # newest step: the chosen draft of group 0 is SCRIPT
-                if label == "Near misses":  # a trained model's real near misses come first: pick the payload's
-                    _choose(page, "nm_pick", payload_near_miss_label(RUNS[0]))
-                if label in ("Rollouts", "Near misses", "Evaluation"):  # shown as visible, literal text
-                    page.get_by_text(SCRIPT, exact=True).filter(visible=True).first.wait_for(timeout=20000)
-                assert page.locator('[data-testid="stException"]').count() == 0, label
-                if label in ("Curves", "Near misses"):
-                    page.wait_for_selector(".js-plotly-plot .main-svg", timeout=20000)
-                shots.append(_shoot(page, name))
-            # the payload stayed text: no <b> element from model output, and nothing ran
-            assert page.locator("b", has_text="bold").count() == 0
+            yield page, dialogs, errors
         finally:
             browser.close()
+
+
+def test_click_through_pages_and_screenshot(server):
+    with _opened(server) as (page, dialogs, errors):
+        shots = []
+        for label, name in PAGES:
+            _goto(page, label)
+            if label == "Rollouts":
+                _choose(page, "rb_run", "igrpo-a")  # newest step: the chosen draft of group 0 is SCRIPT
+            if label == "Near misses":  # a trained model's real near misses come first: pick the payload's
+                _choose(page, "nm_pick", payload_near_miss_label(RUNS[0]))
+            if label in ("Rollouts", "Near misses", "Evaluation"):  # shown as visible, literal text
+                page.get_by_text(SCRIPT, exact=True).filter(visible=True).first.wait_for(timeout=20000)
+            assert page.locator('[data-testid="stException"]').count() == 0, label
+            if label in ("Curves", "Near misses"):
+                page.wait_for_selector(".js-plotly-plot .main-svg", timeout=20000)
+            shots.append(_shoot(page, name))
+        # the payload stayed text: no <b> element from model output, and nothing ran
+        assert page.locator("b", has_text="bold").count() == 0
     assert dialogs == [], f"a dialog fired: {dialogs}"
     assert errors == [], f"uncaught errors in the page: {errors}"
     assert all(p.exists() and p.stat().st_size > 10_000 for p in shots)
@@ -183,38 +190,28 @@ PAYLOAD_SCRIPTS = "Array.from(document.scripts).filter(s => s.text.includes('PWN
 def test_hostile_runs_folder_in_chromium(hostile_server):
     """Every page: rendered, the warning naming the bad files visible, the payload text visible as text,
     the title unchanged, no dialog, no element from a payload in the DOM, nothing from outside the folder."""
-    from playwright.sync_api import sync_playwright
     url, hr = hostile_server
-    dialogs: list[str] = []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-            page.goto(url, wait_until="domcontentloaded")
-            _settle(page, 60)
-            shots = []
-            for label, name in PAGES:
-                _goto(page, label)
-                if label == "Rollouts":
-                    _choose(page, "rb_run", PAYLOAD_RUN)
-                assert page.locator('[data-testid="stException"]').count() == 0, label
-                alert = page.locator('[data-testid="stAlert"]').filter(has_text="could not be read").first
-                alert.wait_for(timeout=20000)
-                for rel in hr.bad:
-                    assert alert.get_by_text(rel, exact=True).count() == 1, (label, rel)
-                if label in ("Rollouts", "Near misses", "Evaluation"):
-                    page.get_by_text(PAYLOAD).filter(visible=True).first.wait_for(timeout=20000)
-                if label == "Near misses":
-                    page.get_by_text("more chars]").filter(visible=True).first.wait_for(timeout=20000)
-                time.sleep(1.0)  # give an onerror handler, had one been created, time to fire
-                assert page.title() == "iGRPO Workbench", (label, page.title())
-                found = page.evaluate(f"Array.from(document.querySelectorAll({INJECTED!r})).map(e => e.outerHTML.slice(0, 300))")
-                assert found == [], (label, found)
-                assert page.evaluate(PAYLOAD_SCRIPTS) == 0, label
-                assert SECRET not in page.evaluate("document.body.innerText"), label
-                shots.append(_shoot(page, f"hostile_{name}"))
-        finally:
-            browser.close()
+    with _opened(url) as (page, dialogs, _errors):
+        shots = []
+        for label, name in PAGES:
+            _goto(page, label)
+            if label == "Rollouts":
+                _choose(page, "rb_run", PAYLOAD_RUN)
+            assert page.locator('[data-testid="stException"]').count() == 0, label
+            alert = page.locator('[data-testid="stAlert"]').filter(has_text="could not be read").first
+            alert.wait_for(timeout=20000)
+            for rel in hr.bad:
+                assert alert.get_by_text(rel, exact=True).count() == 1, (label, rel)
+            if label in ("Rollouts", "Near misses", "Evaluation"):
+                page.get_by_text(PAYLOAD).filter(visible=True).first.wait_for(timeout=20000)
+            if label == "Near misses":
+                page.get_by_text("more chars]").filter(visible=True).first.wait_for(timeout=20000)
+            time.sleep(1.0)  # give an onerror handler, had one been created, time to fire
+            assert page.title() == "iGRPO Workbench", (label, page.title())
+            found = page.evaluate(f"Array.from(document.querySelectorAll({INJECTED!r})).map(e => e.outerHTML.slice(0, 300))")
+            assert found == [], (label, found)
+            assert page.evaluate(PAYLOAD_SCRIPTS) == 0, label
+            assert SECRET not in page.evaluate("document.body.innerText"), label
+            shots.append(_shoot(page, f"hostile_{name}"))
     assert dialogs == [], f"a dialog fired: {dialogs}"
     assert all(p.exists() and p.stat().st_size > 10_000 for p in shots)
