@@ -28,7 +28,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 from pebble import ProcessExpired, ProcessPool
 
-from igrpo_core.answers import CheckResult, check_answer, extract_answer
+from igrpo_core.answers import CheckResult, check_answer, extract_answer, warm_up
 
 GUARD_SLACK_S = 3.0  # a pair still running timeout_s * 2 + this many seconds has its worker killed
 WORKER_START_S = 180.0  # no pair taken by any worker by then: a setup error, raised
@@ -47,7 +47,7 @@ def _mp_context():
 
 def _warm_up() -> None:
     """pebble initializer: pay math-verify's first-call cost before the first timed pair."""
-    check_answer("\\boxed{1}", "1", timeout_s=None)
+    warm_up()
 
 
 def _call(check_fn, completion, gold, timeout_s):

@@ -3,6 +3,7 @@ rules, gold parsing errors, bounded time on pathological inputs, the multi-box/p
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import threading
 import time
 
@@ -374,3 +375,17 @@ def test_importing_answers_does_not_load_math_verify():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
     assert out.stdout.strip() == "False"
+
+
+def test_first_check_in_a_fresh_process_is_not_timed_on_math_verifys_imports():
+    """math-verify loads sympy and its grammar on the first call (1.5 s quiet, > 5 s on a loaded core):
+    that cost used to count against the first check's limit, so a run's first rewards read 'timeout'."""
+    import subprocess
+    import sys
+    code = ("from igrpo_core.answers import check_answer\n"
+            "r = check_answer('That makes 9. \\\\boxed{9}', '9', timeout_s=1.0)\n"
+            "print(r.status, r.correct)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["ok", "True"]
