@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from igrpo_core import options as opt
+from igrpo_core import wordproblems
 from igrpo_core.paper_models import PAPER_EVAL_SETS, PAPER_MODELS
 from igrpo_core.prompts import PAPER_DRAFT_TEMPLATE, PAPER_SYSTEM_PROMPT, TINY_DRAFT_TEMPLATE
 
@@ -229,6 +230,21 @@ PRESETS: dict[str, dict] = {
         torch_threads=None, save_steps=50, max_steps=117,  # 7,500 problems / 64 prompts = 1 epoch
     ),
 }
+# SmolLM2-135M-Instruct (`igrpo prepare-model smollm2` puts it at this path) on one-operation word
+# problems, sized for a 2-core CPU in fp32. Without an instruction SmolLM2 answers in prose with no
+# \boxed{}: the prompts tell it how to answer (wordproblems.SYSTEM_PROMPT / DRAFT_TEMPLATE).
+PRESETS["smollm2-words"] = dict(
+    model_name_or_path="~/.cache/igrpo/smollm2-135m-instruct", dataset="words0:train",
+    eval_dataset="words0:heldout", tiny_num_problems=2000, eval_limit=100, eval_num_samples=1,
+    eval_temperature=0.7, eval_top_p=1.0,  # as in training: before/after compare the sampled policy
+    system_prompt=wordproblems.SYSTEM_PROMPT, draft_template=wordproblems.DRAFT_TEMPLATE,
+    reward_funcs=["accuracy"], reward_weights=[1.0],  # the <think><answer> format is out of reach at 135M
+    num_generations=8, num_drafts=4, prompts_per_step=4, per_device_train_batch_size=16,
+    generation_batch_size=32, max_prompt_length=256, max_completion_length=64, temperature=0.7,
+    top_p=1.0, top_k=0, learning_rate=5e-6,  # 1e-6 (the paper's, 1.5B+) barely moves 135M in 30 steps
+    lr_scheduler_type="cosine", warmup_ratio=0.1, beta=0.0, max_steps=30, save_steps=10, device="cpu",
+    dtype="float32", torch_threads=1,  # on a shared 2-core box 2 threads ran 3x slower (OpenMP spin)
+)
 # The paper's Table 1 models (paper_models.py): the `paper` recipe, trained on MATH train (7,500) and
 # evaluated on the paper's six benchmarks with the paper's k per set (eval_limit None: every problem).
 for _name, (_hf_id, *_) in PAPER_MODELS.items():

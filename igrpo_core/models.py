@@ -56,7 +56,9 @@ def _check_model_source(name_or_path: str, gguf_file: str | None) -> None:
     """A missing local path is an error now, not a hub lookup that fails obscurely offline."""
     path = Path(name_or_path).expanduser()
     if not path.exists() and (not HUB_ID.match(name_or_path) or name_or_path.startswith(".")):
-        raise FileNotFoundError(f"model path not found: {name_or_path}")
+        hint = ("; `igrpo prepare-model smollm2` creates the SmolLM2 directory (once, offline)"
+                if "smollm2" in name_or_path else "")
+        raise FileNotFoundError(f"model path not found: {name_or_path}{hint}")
     if gguf_file and path.is_dir() and not (path / gguf_file).is_file():
         raise FileNotFoundError(f"gguf_file {gguf_file!r} not found in {name_or_path}")
 

@@ -98,3 +98,10 @@ def test_smollm2_recipe_config_loads_and_matches_the_task_module():
     assert cfg.reward_funcs == ["accuracy"]
     assert config.load(Path(__file__).resolve().parents[1] / "configs" / "smollm2_words.yaml",
                        overrides={"algo": "grpo"}).num_refinements == cfg.num_generations
+    assert cfg == config.load(preset="smollm2-words"), "the recipe file is the preset"
+
+
+def test_missing_smollm2_directory_says_how_to_create_it(tmp_path):
+    from igrpo_core import models
+    with pytest.raises(FileNotFoundError, match="igrpo prepare-model smollm2"):
+        models._check_model_source(str(tmp_path / "smollm2-135m-instruct"), None)
