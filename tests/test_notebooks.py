@@ -84,13 +84,14 @@ def test_quickstart_trains_both_and_keeps_the_notebook_with_the_runs(quickstart)
 
 def test_train_notebook_writes_into_its_run_dir(kernel, tmp_path):
     runs = tmp_path / "runs"
-    path, text, figs = run("train", {**SMALL, "algo": "grpo", "output_dir": str(runs), "run_name": "tr",
+    path, text, figs = run("train", {**SMALL, "algo": "grpo", "output_dir": str(runs), "run_name": "tr", "eval_base": True,
                                      "overrides": {**SMALL["overrides"], "beta": 0.001}},
                            run_dir=runs / "tr")
     assert path == runs / "tr" / "notebooks" / "train.ipynb"
     assert json.loads((runs / "tr" / "config.json").read_text())["beta"] == 0.001
     assert (runs / "tr" / "metrics.parquet").exists()
     assert (runs / "tr" / "eval" / "step_000001" / "summary.json").exists()
+    assert (runs / "tr" / "eval" / "base" / "summary.json").exists()   # before/after on the same problems
     assert f"run directory: {runs / 'tr'}" in text and figs == 3   # no draft plot for GRPO
 
 
