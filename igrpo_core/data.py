@@ -154,6 +154,9 @@ def load_dataset(spec: str, *, tiny_num_problems: int = 4000, limit: int | None 
     """Rows for a dataset spec: "tiny:train" / "tiny:heldout" (generated; "tiny-hard:..." the harder
     level, tinyworld.HARD), a benchmark, or a file."""
     name, _, split = spec.partition(":")
+    # The generators are prefix-stable (the first k of n problems are the first k of any larger n), so
+    # a limit generates only what it keeps: level-0 word problems have ~1,200 distinct held-out texts.
+    tiny_num_problems = min(tiny_num_problems, limit) if limit else tiny_num_problems
     if name in ("tiny", "tiny-hard"):  # tinyworld.LEVELS (not imported here: tinyworld loads lazily)
         from igrpo_core import tinyworld
         rows = tinyworld.make_split(split or "train", tiny_num_problems, difficulty=tinyworld.LEVELS[name], name=name)

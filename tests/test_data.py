@@ -249,3 +249,13 @@ def test_unknown_extension_and_missing_file(tmp_path):
         load_file(tmp_path / "x.txt")
     with pytest.raises(DatasetError, match="no such file"):
         load_file(tmp_path / "nope.jsonl")
+
+
+def test_a_limit_generates_only_the_rows_it_keeps():
+    """The SmolLM2 recipe's eval (words0:heldout, 2,000 problems asked, limit 100) used to fail: level 0
+    has about 1,200 distinct held-out texts. Generators are prefix-stable, so limiting first is exact."""
+    from igrpo_core import tinyworld, wordproblems
+    from igrpo_core.data import load_dataset
+    assert load_dataset("words0:heldout", tiny_num_problems=2000, limit=100) == wordproblems.make_split("heldout", 100, 0)
+    assert (load_dataset("tiny:heldout", tiny_num_problems=500, limit=30)
+            == tinyworld.make_split("heldout", 500, difficulty=tinyworld.LEVELS["tiny"], name="tiny")[:30])
