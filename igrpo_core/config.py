@@ -85,6 +85,7 @@ class Config:
     gradient_accumulation_steps: int = 1  # rollout batches accumulated into one optimizer step
     # --- generation ---
     max_prompt_length: int = 192          # tokens; the question is never cut, drafts are
+    filter_overlong_prompts: bool = False  # drop questions over max_prompt_length (listed in model.json)
     max_completion_length: int = 64       # tokens per completion
     temperature: float = 1.0              # training rollouts (paper: 0.7)
     top_p: float = 1.0
@@ -228,6 +229,7 @@ PRESETS: dict[str, dict] = {
         dataset="math:train", eval_dataset="math500", eval_num_samples=0, eval_temperature=0.6,
         eval_top_p=0.95, prompts_per_step=64, per_device_train_batch_size=8, generation_batch_size=256,
         torch_threads=None, save_steps=50, max_steps=117,  # 7,500 problems / 64 prompts = 1 epoch
+        filter_overlong_prompts=True,  # 2 of MATH's 7,500 questions exceed 1,024 tokens (dry run)
     ),
 }
 # SmolLM2-135M-Instruct (`igrpo prepare-model smollm2` puts it at this path) on one-operation word

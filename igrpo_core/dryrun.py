@@ -202,7 +202,9 @@ def _budget_lines(b: dict, cfg: Config, pessimistic: dict | None) -> list[str]:
              + (f" (first: {b['questions_over_budget'][:5]})" if b["questions_over_budget"] else "")]
     if cfg.algo == "igrpo":
         lines += [f"  stage-2 prompt with an empty draft: mean {bare['mean']}, max {bare['max']}; over budget: "
-                  f"{len(b['stage2_over_budget'])} (the trainer refuses to start if any)",
+                  f"{len(b['stage2_over_budget'])} ("
+                  + ("filter_overlong_prompts drops them" if cfg.filter_overlong_prompts
+                     else "the trainer refuses to start if any; filter_overlong_prompts drops them") + ")",
                   f"  room left for the draft: median {room['median']} tokens (min {room['min']}, max {room['max']}); "
                   f"a draft of the full {cfg.max_completion_length}-token completion budget "
                   f"{_full_draft_fate(room['max'], room['median'], cfg.max_completion_length)}"]

@@ -49,14 +49,28 @@ def lr_lambda(kind: str, total: int, warmup: int, min_rate: float) -> Callable[[
     return f
 
 
-def check_prompt_budget(tokenizer, examples: list[dict], cfg: Config) -> None:
-    """Every question (plus, for iGRPO, the draft template with an empty draft) must fit the budget."""
+def check_prompt_budget(tokenizer, examples: list[dict], cfg: Config) -> tuple[list[dict], dict[str, int]]:
+    """Every question (plus, for iGRPO, the draft template with an empty draft) must fit the budget.
+
+    Returns (kept examples, {dropped id: prompt tokens}): with `filter_overlong_prompts` (verl's name)
+    the over-budget questions are dropped and listed in the run's model.json; without it the first
+    one is an error. A question is never cut: a truncated question is a different problem.
+    """
+    kept, dropped = [], {}
     for ex in examples:
         text = ex["problem"] if cfg.algo == "grpo" else attach_draft(ex["problem"], "[...]", cfg.draft_template)
         n = len(render_prompt(tokenizer, text, cfg.system_prompt))
-        if n > cfg.max_prompt_length:
+        if n <= cfg.max_prompt_length:
+            kept.append(ex)
+        elif cfg.filter_overlong_prompts:
+            dropped[ex["id"]] = n
+        else:
             raise ValueError(f"problem {ex['id']!r} needs {n} prompt tokens (with the {cfg.algo} template), more "
-                             f"than max_prompt_length={cfg.max_prompt_length}; raise it or filter the dataset")
+                             f"than max_prompt_length={cfg.max_prompt_length}; raise it, filter the dataset or "
+                             f"set filter_overlong_prompts")
+    if not kept:
+        raise ValueError(f"no problem of {cfg.dataset!r} fits max_prompt_length={cfg.max_prompt_length}")
+    return kept, dropped
 
 
 def check_context(max_positions: int | None, cfg: Config) -> None:
@@ -102,7 +116,7 @@ class Trainer:
         # Everything that can be checked without the model is checked before it loads.
         self.examples = load_dataset(cfg.dataset, tiny_num_problems=cfg.tiny_num_problems, limit=cfg.dataset_limit)
         self.tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.gguf_file)
-        check_prompt_budget(self.tokenizer, self.examples, cfg)
+        self.examples, self.overlong_dropped = check_prompt_budget(self.tokenizer, self.examples, cfg)
         check_context(context_length(cfg.model_name_or_path, cfg.gguf_file), cfg)
         self.judge = None
         if "judge" in cfg.reward_funcs:  # generative judge (paper Table 3): drafts and advantages use it
@@ -119,7 +133,7 @@ class Trainer:
             # chat template or plain text (base models), and what trains: part of the run's evidence
             records.write_json(self.run_dir / "model.json", {
                 "prompt_format": prompt_format(self.tokenizer), **lora.parameter_counts(self.model),
-                "processes": self.dist.world,
+                "processes": self.dist.world, "overlong_prompts_dropped": self.overlong_dropped,
                 "peft": {k: getattr(cfg, k) for k in ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")}
                 if cfg.use_peft else None})
         self.dist.barrier()

@@ -229,3 +229,21 @@ def test_resume_false_starts_over_without_stale_checkpoints(tmp_path):
     T.train(small_config(tmp_path, max_steps=1, save_steps=1, resume=False))
     assert [p.name for p in records.checkpoint_dirs(run_dir)] == ["step_000001"]
     assert records.read_metrics(run_dir)["step"].to_list() == [1]
+
+
+def test_overlong_prompts_are_an_error_or_dropped_and_listed(tmp_path, tiny_model_path):
+    """The paper presets could not start on full MATH (2 questions over 1,024 tokens): verl's
+    filter_overlong_prompts drops them and the run lists what it dropped."""
+    from igrpo_core.models import load_tokenizer
+    from igrpo_core.trainer import check_prompt_budget
+    tok = load_tokenizer(tiny_model_path)
+    rows = [{"id": "short", "problem": "1+1"}, {"id": "long", "problem": "1+1 " * 400}]
+    cfg = small_config(tmp_path, algo="grpo", max_prompt_length=64)
+    with pytest.raises(ValueError, match="'long' needs .* filter_overlong_prompts"):
+        check_prompt_budget(tok, rows, cfg)
+    kept, dropped = check_prompt_budget(tok, rows, cfg.replace(filter_overlong_prompts=True))
+    assert [r["id"] for r in kept] == ["short"] and list(dropped) == ["long"] and dropped["long"] > 64
+    with pytest.raises(ValueError, match="no problem"):
+        check_prompt_budget(tok, rows[1:], cfg.replace(filter_overlong_prompts=True))
+    from igrpo_core import config
+    assert config.load(preset="paper-r1-distill-qwen-7b").filter_overlong_prompts
