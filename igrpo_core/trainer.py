@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from igrpo_core import distributed, lora, losses, provenance, records
+from igrpo_core import distributed, lora, losses, provenance, records, trackers
 from igrpo_core.config import Config
 from igrpo_core.engine import SamplingParams
 from igrpo_core.igrpo import Rollout, collect_dynamic, collect_grpo, collect_igrpo, trained_tokens
@@ -99,6 +99,7 @@ class Trainer:
         run_name = cfg.run_name or f"{cfg.algo}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
         self.cfg = cfg = cfg.replace(run_name=run_name)
         self.run_dir = Path(cfg.output_dir) / run_name
+        self.trackers = trackers.Trackers(cfg.report_to, self.run_dir, cfg.to_dict(), main=self.dist.is_main)
         # Everything that can be checked without the model is checked before it loads.
         self.examples = load_dataset(cfg.dataset, tiny_num_problems=cfg.tiny_num_problems, limit=cfg.dataset_limit)
         self.tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.gguf_file)
@@ -335,6 +336,7 @@ class Trainer:
             if cfg.log_completions:
                 records.write_rollouts(self.run_dir, step, rows)
             records.append_metrics(self.run_dir, row)
+            self.trackers.log(row)   # report_to: a mirror of the row just written
         return row
 
     def train(self) -> Path:
@@ -361,6 +363,7 @@ class Trainer:
             raise
         finally:
             bar.close()
+            self.trackers.close()
         self._status("finished")
         return self.run_dir
 
