@@ -6,7 +6,7 @@ step: sample `prompts_per_step` questions (x `gradient_accumulation_steps`), col
 checkpoint holds model, optimizer, scheduler and RNG state, so a resumed run continues exactly as an
 uninterrupted one would.
 
-Deliberately left out: multi-GPU/FSDP, LoRA, asynchronous rollouts.
+Deliberately left out: asynchronous rollouts (processes: distributed.py).
 """
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ class Trainer:
         self.dist = distributed.setup(self.device)   # one process unless started by `accelerate launch`
         if self.dist.world > 1:
             self.device = self.dist.accelerator.device
-            self.dist.shard(cfg.prompts_per_step)      # an uneven split is an error now, not at step 1
+            self.dist.check(cfg)                       # an uneven split (or FSDP limit) is an error now, not at step 1
         self.amp = autocast_dtype(cfg.dtype, self.device)
         run_name = cfg.run_name or f"{cfg.algo}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
         self.cfg = cfg = cfg.replace(run_name=run_name)
@@ -120,7 +120,7 @@ class Trainer:
             # chat template or plain text (base models), and what trains: part of the run's evidence
             records.write_json(self.run_dir / "model.json", {
                 "prompt_format": prompt_format(self.tokenizer), **lora.parameter_counts(self.model),
-                "processes": self.dist.world,
+                "processes": self.dist.world, "fsdp": self.dist.fsdp,
                 "peft": {k: getattr(cfg, k) for k in ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")}
                 if cfg.use_peft else None})
         self.dist.barrier()
@@ -158,13 +158,14 @@ class Trainer:
     # --- checkpoints -------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
         ckpt = self.run_dir / "checkpoints" / f"step_{self.step:06d}"
+        model_state, opt_state = self.dist.state_dicts(self.model, self.opt)  # FSDP: gathered (collective)
         if not self.dist.is_main:   # parameters and optimizer state are identical on every process
             self.dist.barrier()
             return ckpt
         ckpt.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(ckpt / "model", safe_serialization=True)
+        self.model.save_pretrained(ckpt / "model", safe_serialization=True, state_dict=model_state)
         self.tokenizer.save_pretrained(ckpt / "model")
-        torch.save({"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+        torch.save({"optimizer": opt_state, "scheduler": self.sched.state_dict(),
                     "rng_torch": torch.get_rng_state(), "rng_python": random.getstate(),
                     "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
                    ckpt / "state.pt")
@@ -188,7 +189,7 @@ class Trainer:
         else:
             self._load_full_weights(ckpt)
         extra = torch.load(ckpt / "state.pt", weights_only=False)
-        self.opt.load_state_dict(extra["optimizer"])
+        self.dist.load_optimizer_state(self.model, self.opt, extra["optimizer"])
         self.sched.load_state_dict(extra["scheduler"])
         torch.set_rng_state(extra["rng_torch"])
         random.setstate(extra["rng_python"])
@@ -205,7 +206,7 @@ class Trainer:
         state = {}
         for f in sorted((ckpt / "model").glob("*.safetensors")):
             state.update(load_file(f))
-        missing, unexpected = self.model.load_state_dict(state, strict=False)
+        missing, unexpected = self.dist.load_model_state(self.model, state)   # FSDP: sharded again
         if unexpected or [m for m in missing if "lm_head" not in m]:  # tied lm_head is not stored
             raise RuntimeError(f"checkpoint {ckpt} does not match the model: missing {missing}, unexpected {unexpected}")
         if self.model.config.tie_word_embeddings:
@@ -312,7 +313,8 @@ class Trainer:
 
     def train_step(self, step: int) -> dict:
         cfg, t0 = self.cfg, time.perf_counter()
-        rollouts = [self.collect(step, b) for b in range(cfg.gradient_accumulation_steps)]
+        with self.dist.full_weights(self.model):   # FSDP: the engine generates with gathered weights
+            rollouts = [self.collect(step, b) for b in range(cfg.gradient_accumulation_steps)]
         gen_time = time.perf_counter() - t0
         old = [self._frozen_logps(self.model, r) if cfg.num_iterations > 1 else None for r in rollouts]
         ref = [self._reference_logps(r) if cfg.beta > 0 else None for r in rollouts]
