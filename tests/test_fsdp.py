@@ -6,6 +6,7 @@ A SIGKILL of the job after its second checkpoint and a relaunch resume exactly f
 gathered on the main process. The refusals (FSDP1, FSDP with vLLM or LoRA) come before any work."""
 import os
 import signal
+import subprocess
 import time
 
 import pytest
@@ -15,7 +16,7 @@ from safetensors.torch import load_file
 from igrpo_core import distributed, records
 from igrpo_core import trainer as T
 from tests.conftest import small_config
-from tests.test_distributed import BASE, assert_same_run, finish, launch
+from tests.test_distributed import ACCELERATE, BASE, ROOT, assert_same_run, finish, free_port, launch
 
 FSDP = "fsdp_cpu_2proc.yaml"
 
@@ -49,6 +50,18 @@ def test_fsdp_grpo_two_processes_equal_one(tmp_path):
     two = tmp_path / "two" / "two"
     assert records.read_json(two / "model.json")["fsdp"] is True, log[-2000:]
     assert_same_run(one, two, step=2)
+
+
+def test_processes_decoding_different_lengths_generate_with_gathered_weights():
+    """Two FSDP processes run 1 and 5 forwards inside Dist.full_weights, then train a step from
+    their halves of each layer (tests/fsdp_unequal_decode.py)."""
+    cmd = [str(ACCELERATE), "launch", "--config_file", str(ROOT / "configs/accelerate" / FSDP),
+           "--main_process_port", str(free_port()), str(ROOT / "tests/fsdp_unequal_decode.py"), "gathered"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    lines = sorted(line for line in out.stdout.splitlines() if line.startswith("rank "))
+    assert lines == ["rank 0 ok 192 384", "rank 1 ok 192 384"], out.stdout[-3000:]   # half of each layer
 
 
 def test_fsdp1_is_refused_before_any_process_group(monkeypatch):
