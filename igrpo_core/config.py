@@ -8,7 +8,7 @@ right after the tokenizer loads and before the model does.
 Option values come from `options` (typed once as Literals); every Literal field is validated from
 its annotation, so the allowed values are written in one place.
 
-Deliberately left out: distributed settings (one process, one device), wandb/tensorboard.
+Deliberately left out: distributed settings (the accelerate config chooses them).
 """
 from __future__ import annotations
 
@@ -124,6 +124,8 @@ class Config:
     save_total_limit: int = 2             # keep this many newest checkpoints
     resume: bool = True                   # continue from the newest checkpoint in the run directory
     log_completions: bool = True          # write one rollout row per completion
+    report_to: list[str] | str = "none"   # TRL's: "none" | "tensorboard" | "trackio" | "wandb", or a list;
+                                          # mirrors of metrics.parquet (trackers.py), optional packages
 
     def __post_init__(self):
         self.validate()
@@ -143,6 +145,10 @@ class Config:
                      "mask_truncated_completions"):
             if not isinstance(getattr(self, name), bool):
                 errs.append(f"{name} must be true or false, got {getattr(self, name)!r}")
+        try:
+            opt.report_to_names(self.report_to)
+        except (ValueError, TypeError) as e:
+            errs.append(str(e))
         if self.use_peft and (self.lora_r < 1 or self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1):
             errs.append("LoRA needs lora_r >= 1, lora_alpha > 0 and lora_dropout in [0, 1)")
         if self.algo == "igrpo":

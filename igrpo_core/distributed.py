@@ -3,7 +3,8 @@ prompts, and the few collective operations the trainer needs.
 
 The trainer stays one readable loop; `Dist` is the only place that knows about processes. Launched
 by `accelerate launch` (which sets WORLD_SIZE), `setup` creates an `Accelerator` and the policy is
-wrapped for DDP (or FSDP, when the accelerate config asks for it). Launched as a plain process it
+wrapped for DDP, or sharded with FSDP2 (`fully_shard`) when the accelerate config says
+`distributed_type: FSDP` with `fsdp_version: 2`. Launched as a plain process it
 returns a `Dist` of one whose every operation is the identity, so single-process runs are unchanged.
 
 Data parallelism, as the trainer uses it:
@@ -15,11 +16,22 @@ Data parallelism, as the trainer uses it:
   batch`'s standard deviation are reduced across processes;
 - rollout rows are gathered to the main process, which alone writes records and checkpoints.
 
-Deliberately left out: a launcher of our own, pipeline/tensor parallelism, uneven shards.
+FSDP2 (each process holds 1/N of the parameters, gradients and AdamW state):
+- the transformers engine samples with the policy itself, and a process decodes as many tokens as
+  its own prompts need, so the shards are gathered for the whole of generation (`full_weights`):
+  no collective may run per forward while processes decode different numbers of tokens;
+- checkpoints hold the full state, gathered to the main process (`state_dicts`), in the same files
+  as a one-process run (optimizer state keyed by parameter name); resume shards it again.
+- On CPU, accelerate ignores an FSDP config (its MULTI_CPU mode has no FSDP branch), so `setup`
+  selects accelerate's own FSDP2 path there itself; on GPUs accelerate selects it.
+
+Deliberately left out: a launcher of our own, pipeline/tensor parallelism, uneven shards, FSDP1,
+FSDP with LoRA or with the vLLM engine (both refused), a sharded KL reference model.
 """
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +42,7 @@ class Dist:
     accelerator: object | None = None   # accelerate.Accelerator when launched with several processes
     rank: int = 0
     world: int = 1
+    fsdp: bool = False                  # parameters sharded by FSDP2 (fully_shard)
 
     @property
     def is_main(self) -> bool:
@@ -97,6 +110,44 @@ class Dist:
     def unwrap(self, model):
         return model if self.world == 1 else self.accelerator.unwrap_model(model)
 
+    def check(self, cfg) -> None:
+        """What this process layout cannot run, as errors before any work."""
+        self.shard(cfg.prompts_per_step)
+        if self.fsdp and (cfg.rollout_engine != "transformers" or cfg.use_peft):
+            raise ValueError("FSDP runs with rollout_engine=transformers and without use_peft only "
+                             "(vLLM weight sync and LoRA adapters of sharded weights are not implemented); "
+                             "use a DDP accelerate config for those")
+
+    def full_weights(self, model):
+        """Context: FSDP2's shards gathered into full parameters (e.g. for generation), no collective
+        per forward, resharded on exit. A no-op without FSDP."""
+        return _unsharded(model, self.accelerator.state.fsdp_plugin.reshard_after_forward) if self.fsdp \
+            else nullcontext()
+
+    def state_dicts(self, model, optimizer) -> tuple[dict | None, dict]:
+        """(model, optimizer) state for a checkpoint. FSDP: the full state, gathered onto the main
+        process (a collective: every process calls it; the others get empty dicts), the optimizer's
+        keyed by parameter name. Otherwise (None: the model's own, optimizer.state_dict())."""
+        if not self.fsdp:
+            return None, optimizer.state_dict()
+        from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                             get_optimizer_state_dict)
+        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return get_model_state_dict(model, options=opts), get_optimizer_state_dict(model, optimizer, options=opts)
+
+    def load_model_state(self, model, state: dict):
+        """Full (unsharded) weights into the model, sharding them under FSDP; (missing, unexpected)."""
+        if not self.fsdp:
+            return model.load_state_dict(state, strict=False)
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+        return set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True, strict=False))
+
+    def load_optimizer_state(self, model, optimizer, state: dict) -> None:
+        if not self.fsdp:
+            return optimizer.load_state_dict(state)
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+        set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+
     def backward(self, loss) -> None:
         if self.world == 1:
             loss.backward()
@@ -104,8 +155,29 @@ class Dist:
             self.accelerator.backward(loss)
 
 
+@contextmanager
+def _unsharded(model, reshard_after_forward: bool):
+    from torch.distributed.fsdp import FSDPModule
+    mods = [m for m in model.modules() if isinstance(m, FSDPModule)]   # root first
+    for m in mods:
+        m.unshard()
+        m.set_reshard_after_forward(False, recurse=False)
+    try:
+        yield model
+    finally:
+        for m in mods:
+            m.reshard()
+            # torch keeps the root unsharded after forward (backward needs it at once); the rest as configured
+            m.set_reshard_after_forward(reshard_after_forward and m is not mods[0], recurse=False)
+
+
 def launched_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def fsdp_requested() -> bool:
+    """`accelerate launch` with `distributed_type: FSDP` in its config sets ACCELERATE_USE_FSDP."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
 
 
 def setup(device: torch.device) -> Dist:
@@ -113,5 +185,14 @@ def setup(device: torch.device) -> Dist:
     if launched_world_size() == 1:
         return Dist()
     from accelerate import Accelerator
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+    fsdp = fsdp_requested()
+    if fsdp and os.environ.get("FSDP_VERSION", "1") != "2":
+        raise ValueError("FSDP needs fsdp_version: 2 in the accelerate config's fsdp_config (FSDP1 is not supported)")
     acc = Accelerator(cpu=device.type == "cpu")   # torchrun without CUDA: gloo on CPU
-    return Dist(accelerator=acc, rank=acc.process_index, world=acc.num_processes)
+    if fsdp and acc.distributed_type != DistributedType.FSDP:
+        # CPU: accelerate's MULTI_CPU state ignores the FSDP config; select its FSDP2 path (the plugin
+        # reads the config from the FSDP_* variables the launcher set), as it does itself on GPUs.
+        acc.state.fsdp_plugin = FullyShardedDataParallelPlugin()
+        acc.state.distributed_type = DistributedType.FSDP
+    return Dist(accelerator=acc, rank=acc.process_index, world=acc.num_processes, fsdp=fsdp)

@@ -27,6 +27,7 @@ SamplerName = Literal["multinomial", "inverse_cdf"]  # transformers engine: engi
 Device = Literal["auto", "cpu", "cuda"]
 Dtype = Literal["auto", "float32", "bfloat16"]   # float16 would need loss scaling (not implemented)
 BuiltinReward = Literal["accuracy", "format", "judge"]
+Tracker = Literal["tensorboard", "trackio", "wandb"]   # report_to (TRL's name); "none": no tracker
 
 ALGOS = get_args(Algo)
 LOSS_TYPES = get_args(LossType)
@@ -35,12 +36,23 @@ SCALE_REWARDS = get_args(ScaleRewards)
 DRAFT_SELECTIONS = get_args(DraftSelection)
 ADAPTIVE_SPLITS = get_args(AdaptiveSplit)
 BUILTIN_REWARDS = get_args(BuiltinReward)
+TRACKERS = get_args(Tracker)
 
 
 def check_choice(name: str, value, allowed: tuple) -> None:
     """A clear error for a value outside an option's vocabulary."""
     if value not in allowed:
         raise ValueError(f"unknown {name} {value!r}; valid: {allowed}")
+
+
+def report_to_names(report_to) -> list[str]:
+    """TRL's `report_to` as a list of tracker names: a name, a list of names, or "none" (or None,
+    or []) for no tracker. Unknown names are an error."""
+    names = [report_to] if isinstance(report_to, str) or report_to is None else list(report_to)
+    names = [n for n in names if n not in ("none", None)]
+    for n in names:
+        check_choice("report_to", n, TRACKERS + ("none",))
+    return list(dict.fromkeys(names))
 
 
 # --- metric names ---------------------------------------------------------------------------

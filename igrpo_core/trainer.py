@@ -6,7 +6,7 @@ step: sample `prompts_per_step` questions (x `gradient_accumulation_steps`), col
 checkpoint holds model, optimizer, scheduler and RNG state, so a resumed run continues exactly as an
 uninterrupted one would.
 
-Deliberately left out: multi-GPU/FSDP, LoRA, asynchronous rollouts.
+Deliberately left out: asynchronous rollouts (processes: distributed.py).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from igrpo_core import distributed, lora, losses, provenance, records
+from igrpo_core import distributed, lora, losses, provenance, records, trackers
 from igrpo_core.config import Config
 from igrpo_core.engine import SamplingParams
 from igrpo_core.igrpo import Rollout, collect_dynamic, collect_grpo, collect_igrpo, trained_tokens
@@ -108,11 +108,12 @@ class Trainer:
         self.dist = distributed.setup(self.device)   # one process unless started by `accelerate launch`
         if self.dist.world > 1:
             self.device = self.dist.accelerator.device
-            self.dist.shard(cfg.prompts_per_step)      # an uneven split is an error now, not at step 1
+            self.dist.check(cfg)                       # an uneven split (or FSDP limit) is an error now, not at step 1
         self.amp = autocast_dtype(cfg.dtype, self.device)
         run_name = cfg.run_name or f"{cfg.algo}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
         self.cfg = cfg = cfg.replace(run_name=run_name)
         self.run_dir = Path(cfg.output_dir) / run_name
+        self.trackers = trackers.Trackers(cfg.report_to, self.run_dir, cfg.to_dict(), main=self.dist.is_main)
         # Everything that can be checked without the model is checked before it loads.
         self.examples = load_dataset(cfg.dataset, tiny_num_problems=cfg.tiny_num_problems, limit=cfg.dataset_limit)
         self.tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.gguf_file)
@@ -133,7 +134,8 @@ class Trainer:
             # chat template or plain text (base models), and what trains: part of the run's evidence
             records.write_json(self.run_dir / "model.json", {
                 "prompt_format": prompt_format(self.tokenizer), **lora.parameter_counts(self.model),
-                "processes": self.dist.world, "overlong_prompts_dropped": self.overlong_dropped,
+                "processes": self.dist.world, "fsdp": self.dist.fsdp,
+                "overlong_prompts_dropped": self.overlong_dropped,
                 "peft": {k: getattr(cfg, k) for k in ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")}
                 if cfg.use_peft else None})
         self.dist.barrier()
@@ -171,13 +173,14 @@ class Trainer:
     # --- checkpoints -------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
         ckpt = self.run_dir / "checkpoints" / f"step_{self.step:06d}"
+        model_state, opt_state = self.dist.state_dicts(self.model, self.opt)  # FSDP: gathered (collective)
         if not self.dist.is_main:   # parameters and optimizer state are identical on every process
             self.dist.barrier()
             return ckpt
         ckpt.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(ckpt / "model", safe_serialization=True)
+        self.model.save_pretrained(ckpt / "model", safe_serialization=True, state_dict=model_state)
         self.tokenizer.save_pretrained(ckpt / "model")
-        torch.save({"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+        torch.save({"optimizer": opt_state, "scheduler": self.sched.state_dict(),
                     "rng_torch": torch.get_rng_state(), "rng_python": random.getstate(),
                     "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
                    ckpt / "state.pt")
@@ -201,7 +204,7 @@ class Trainer:
         else:
             self._load_full_weights(ckpt)
         extra = torch.load(ckpt / "state.pt", weights_only=False)
-        self.opt.load_state_dict(extra["optimizer"])
+        self.dist.load_optimizer_state(self.model, self.opt, extra["optimizer"])
         self.sched.load_state_dict(extra["scheduler"])
         torch.set_rng_state(extra["rng_torch"])
         random.setstate(extra["rng_python"])
@@ -218,7 +221,7 @@ class Trainer:
         state = {}
         for f in sorted((ckpt / "model").glob("*.safetensors")):
             state.update(load_file(f))
-        missing, unexpected = self.model.load_state_dict(state, strict=False)
+        missing, unexpected = self.dist.load_model_state(self.model, state)   # FSDP: sharded again
         if unexpected or [m for m in missing if "lm_head" not in m]:  # tied lm_head is not stored
             raise RuntimeError(f"checkpoint {ckpt} does not match the model: missing {missing}, unexpected {unexpected}")
         if self.model.config.tie_word_embeddings:
@@ -325,7 +328,8 @@ class Trainer:
 
     def train_step(self, step: int) -> dict:
         cfg, t0 = self.cfg, time.perf_counter()
-        rollouts = [self.collect(step, b) for b in range(cfg.gradient_accumulation_steps)]
+        with self.dist.full_weights(self.model):   # FSDP: the engine generates with gathered weights
+            rollouts = [self.collect(step, b) for b in range(cfg.gradient_accumulation_steps)]
         gen_time = time.perf_counter() - t0
         old = [self._frozen_logps(self.model, r) if cfg.num_iterations > 1 else None for r in rollouts]
         ref = [self._reference_logps(r) if cfg.beta > 0 else None for r in rollouts]
@@ -349,6 +353,7 @@ class Trainer:
             if cfg.log_completions:
                 records.write_rollouts(self.run_dir, step, rows)
             records.append_metrics(self.run_dir, row)
+            self.trackers.log(row)   # report_to: a mirror of the row just written
         return row
 
     def train(self) -> Path:
@@ -375,6 +380,7 @@ class Trainer:
             raise
         finally:
             bar.close()
+            self.trackers.close()
         self._status("finished")
         return self.run_dir
 

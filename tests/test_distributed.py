@@ -38,9 +38,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(out: Path, name: str, **overrides) -> subprocess.Popen:
+def launch(out: Path, name: str, config: str = "cpu_2proc.yaml", **overrides) -> subprocess.Popen:
     flags = [f"--{k}={v}" for k, v in {**BASE, **overrides}.items()]
-    cmd = [str(ACCELERATE), "launch", "--config_file", str(ROOT / "configs/accelerate/cpu_2proc.yaml"),
+    cmd = [str(ACCELERATE), "launch", "--config_file", str(ROOT / "configs/accelerate" / config),
            "--main_process_port", str(free_port()), "-m", "igrpo_core", "train",
            f"--output_dir={out}", f"--run_name={name}", "--torch_threads=1", *flags]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}

@@ -30,6 +30,7 @@ LAYERS = [
     "data",         # datasets by spec: tiny world, bundled benchmarks, user files
     "records",      # run and evaluation directories: schemas, atomic writes, readers
     "metrics",      # pass@k, maj@k, per-set summaries (torch-free)
+    "trackers",     # report_to: step metrics mirrored to TensorBoard, trackio, wandb (optional packages)
     "lora",         # LoRA adapters (peft), the base as reference, merged weights
     "distributed",  # processes under accelerate: shards, reductions, DDP/FSDP wrapping
     "engine",       # rollout engine protocol and the transformers engine
