@@ -26,9 +26,6 @@ from igrpo_core.memory import FP32, GIB, Arch, arch_from_dir, estimate, logits_b
 from igrpo_core.paper_models import paper_arch
 from igrpo_core.prompts import attach_draft, build_refine_prompt, render_prompt
 
-# trainer.py is single-process today (its docstring: "Deliberately left out: multi-GPU/FSDP").
-# Flip when the multi-process issue lands; the dry run then stops calling the 8-GPU command planned.
-MULTI_PROCESS_SUPPORTED = True   # DDP through accelerate (tests/test_distributed.py, 2 CPU processes)
 DEVICE_SIZES_GIB = (80, 141)  # H100 / H200
 
 
@@ -282,10 +279,9 @@ def dry_run(cfg: Config, *, preset: str | None = None, config_path: str | None =
     lines.append("[memory estimate per device]")
     lines += _memory_lines(arch, cfg) if arch else ["  no architecture facts (not a paper model, no local "
                                                     "config.json): skipped"]
-    status = ("supported: data-parallel DDP through accelerate (equal to one process on the same global "
-              "batch, tested with 2 CPU processes); FSDP is not yet supported for rollouts" if MULTI_PROCESS_SUPPORTED else
-              "PLANNED, not yet supported: trainer.py is single-process today (multi-GPU training is a separate "
-              "issue); run now, this would start 8 independent copies of the same run")
+    status = ("this runs data-parallel DDP; for FSDP2 add --config_file configs/accelerate/fsdp_8gpu.yaml "
+              "(weights gathered to generate; LoRA and vLLM refused under FSDP); each is equal to one process on the same global batch "
+              "in 2-process CPU tests (tests/test_distributed.py, tests/test_fsdp.py); not yet run on GPUs")
     lines += ["[launch on 8 GPUs]", f"  {cmd}", f"  status: {status}"]
     print_fn("\n".join(lines))
     return {"config": cfg.to_dict(), "rows": len(rows), "tokenizer": choice.label, "exact_tokens": choice.exact,
