@@ -106,7 +106,7 @@ def test_dry_run_tiny_end_to_end(no_weights, capsys):
     assert "0 of 300 truncated" in out and "over max_prompt_length=192: 0 of 300" in out
     assert "899,200 parameters" in out and "MiB per device" in out
     assert "accelerate launch --num_processes 8 -m igrpo_core train --preset tiny --tiny_num_problems 300" in out
-    assert "supported: data-parallel DDP" in out
+    assert "runs data-parallel DDP; for FSDP2 add --config_file configs/accelerate/fsdp_8gpu.yaml" in out
 
 
 def test_dry_run_counts_truncations_like_the_prompt_builder(no_weights, tiny_tokenizer):
