@@ -15,7 +15,8 @@ clip_max] (*_truncate) or set to 0 outside it (*_mask). `losses.policy_loss(is_w
 each token's clipped-surrogate term by it, before the KL term is added, as TRL does. Under
 `num_iterations` > 1 the weight stays the one of the rollout weights (old_logp), as in TRL.
 
-`MismatchMeter` gathers a step's micro-batches so means are token-weighted and max/min are true ones.
+`MismatchMeter` gathers a step's micro-batches, and every process's, so means are token-weighted and
+max/min true ones over the whole batch: a run under several processes reports what one process would.
 
 Deliberately left out: renormalising the trainer's log-probs over the engine's kept set (top-k/top-p
 "replay"), TRL's use_bias_correction_kl, and NaN engine log-probs (our engines always return them).
@@ -115,15 +116,25 @@ class MismatchMeter:
         self.weights.append(weight[keep].cpu())
         self.clipped.append(outside[keep].cpu())
 
-    def result(self) -> dict[str, float | None]:
-        """options.MISMATCH_METRICS and IS_METRICS as floats; None where nothing was recorded."""
-        out: dict[str, float | None] = dict.fromkeys(MISMATCH_METRICS + IS_METRICS)
+    def _sums(self) -> tuple[float, ...]:
+        """(tokens, sum |d|, max |d|, sum k3, weights, sum w, min w, max w, clipped): this process's part."""
         d = torch.cat(self.diffs).double() if self.diffs else torch.zeros(0, dtype=torch.float64)
-        if d.numel():
-            out.update(mismatch_mean_abs=d.abs().mean().item(), mismatch_max_abs=d.abs().max().item(),
-                       mismatch_kl=(d.exp() - 1 - d).mean().item())
         w = torch.cat(self.weights).double() if self.weights else torch.zeros(0, dtype=torch.float64)
-        if w.numel():
-            out.update(is_ratio_min=w.min().item(), is_ratio_mean=w.mean().item(), is_ratio_max=w.max().item(),
-                       is_clipped_frac=torch.cat(self.clipped).double().mean().item())
+        c = torch.cat(self.clipped).double() if self.clipped else torch.zeros(0, dtype=torch.float64)
+        return (d.numel(), d.abs().sum().item(), d.abs().max().item() if d.numel() else 0.0,
+                (d.exp() - 1 - d).sum().item(), w.numel(), w.sum().item(),
+                w.min().item() if w.numel() else math.inf, w.max().item() if w.numel() else -math.inf, c.sum().item())
+
+    def result(self, gather=None) -> dict[str, float | None]:
+        """options.MISMATCH_METRICS and IS_METRICS as floats; None where nothing was recorded.
+        gather: `Dist.gather` (every process's object, in rank order), so all report the whole batch's."""
+        parts = gather(self._sums()) if gather is not None else [self._sums()]
+        n, abs_sum, _, kl_sum, nw, w_sum, _, _, clipped = (sum(p[i] for p in parts) for i in range(9))
+        out: dict[str, float | None] = dict.fromkeys(MISMATCH_METRICS + IS_METRICS)
+        if n:
+            out.update(mismatch_mean_abs=abs_sum / n, mismatch_max_abs=max(p[2] for p in parts),
+                       mismatch_kl=kl_sum / n)
+        if nw:
+            out.update(is_ratio_min=min(p[6] for p in parts), is_ratio_mean=w_sum / nw,
+                       is_ratio_max=max(p[7] for p in parts), is_clipped_frac=clipped / nw)
         return out

@@ -312,7 +312,7 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         sums["entropy"] = self.dist.sum(sums.pop("entropy_sum")) / max(1, total_tokens)
         sums["grad_norm"] = float(grad_norm)
-        return {**sums, **meter.result()}
+        return {**sums, **meter.result(self.dist.gather)}
 
     def train_step(self, step: int) -> dict:
         cfg, t0 = self.cfg, time.perf_counter()

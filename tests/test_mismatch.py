@@ -88,6 +88,22 @@ def test_meter_is_token_weighted_over_micro_batches_and_matches_a_hand_computati
     assert m["is_clipped_frac"] == pytest.approx(1 / 6)
 
 
+def test_meter_over_processes_reports_what_one_process_would():
+    """Each process sees part of the batch; gathered, they report the whole batch's mean, max and min."""
+    kw = dict(correction=True, mode="token_mask", clip_max=3.0, clip_min=None)
+    one, a, b = MismatchMeter(), MismatchMeter(), MismatchMeter()
+    rows = [[-1.5, -1.0, -0.5], [-0.3, -2.0]]
+    observe(one, OLD, rows, MASK, **kw)
+    observe(a, OLD[:1], rows[:1], MASK[:1], **kw)
+    observe(b, OLD[1:], rows[1:], MASK[1:], **kw)
+    want = one.result()
+    for meter in (a, b):   # a stand-in Dist.gather: both processes' parts, in rank order
+        got = meter.result(lambda part: [a._sums(), b._sums()])
+        assert got == pytest.approx(want, rel=1e-12)
+    assert a.result()["mismatch_max_abs"] == pytest.approx(1.0) and want["mismatch_max_abs"] == pytest.approx(1.3)
+    assert want["is_ratio_min"] == 0.0 and want["is_ratio_max"] == pytest.approx(E(0.5))
+
+
 def test_sequence_mode_stats_count_sequences_and_no_engine_logps_means_no_metrics():
     meter = MismatchMeter()
     w = observe(meter, OLD, [[-1.5, -1.0, -0.5], [-0.3, -2.0]], MASK, correction=True, mode="sequence_mask",
