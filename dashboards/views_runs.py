@@ -32,6 +32,11 @@ PANELS = [
     ("Throughput", "tokens / s", [("tokens_per_s", "tokens/s", None)]),
     ("Loss", "loss", [("loss", "loss", None)]),
     ("Grad norm", "norm", [("grad_norm", "grad norm", None)]),
+    ("Engine vs trainer log-probs", "|log p_trainer − log p_engine|", [("mismatch_mean_abs", "mean", None),
+                                                                    ("mismatch_max_abs", "max", None)]),
+    ("Engine vs trainer KL", "k3 KL(engine ‖ trainer)", [("mismatch_kl", "mismatch KL", None)]),
+    ("Importance-sampling weight", "weight", [("is_ratio_min", "min", None), ("is_ratio_mean", "mean", None),
+                                              ("is_ratio_max", "max", None)]),
 ]
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"]
 DASHES = ["solid", "dash", "dot", "dashdot"]

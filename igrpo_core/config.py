@@ -70,6 +70,13 @@ class Config:
     epsilon_high: float | None = None     # upper clip range (DAPO clip-higher); None = epsilon
     scale_rewards: opt.ScaleRewards = "group"  # "group" | "batch" | "none" (Dr. GRPO)
     num_iterations: int = 1               # policy updates per rollout batch (mu); >1 stores old log-probs
+    # engine vs trainer log-probs (mismatch.py; TRL 1.16's names, for any engine; TRL's correction default is on)
+    vllm_importance_sampling_correction: bool = False  # weight each token's loss by exp(old - engine log-prob)
+    vllm_importance_sampling_mode: opt.VllmImportanceSamplingMode = "sequence_mask"  # token_|sequence_ x
+                                          # truncate (clamp to the bounds) | mask (0 outside them)
+    vllm_importance_sampling_clip_max: float | None = 3.0   # C_max (None: no upper bound)
+    vllm_importance_sampling_clip_min: float | None = None  # C_min (None: no lower bound)
+    vllm_importance_sampling_cap: float | None = None  # TRL's deprecated name of clip_max: moved there when set
     # --- optimisation ---
     learning_rate: float = 5e-5
     lr_scheduler_type: opt.LrScheduler = "cosine"  # "cosine" (to min_lr_rate x lr) | "constant" | "linear"
@@ -128,6 +135,9 @@ class Config:
                                           # mirrors of metrics.parquet (trackers.py), optional packages
 
     def __post_init__(self):
+        if self.vllm_importance_sampling_cap is not None:  # TRL 1.16 does the same (with a FutureWarning)
+            self.vllm_importance_sampling_clip_max, self.vllm_importance_sampling_cap = \
+                self.vllm_importance_sampling_cap, None
         self.validate()
 
     @property
@@ -142,7 +152,7 @@ class Config:
             if getattr(self, name) not in allowed:
                 errs.append(f"{name}={getattr(self, name)!r} is not one of {list(allowed)}")
         for name in ("gradient_checkpointing", "use_peft", "draft_loss", "dynamic_sampling",
-                     "mask_truncated_completions"):
+                     "mask_truncated_completions", "vllm_importance_sampling_correction"):
             if not isinstance(getattr(self, name), bool):
                 errs.append(f"{name} must be true or false, got {getattr(self, name)!r}")
         try:
@@ -187,6 +197,7 @@ class Config:
             errs.append("learning_rate and epsilon must be > 0 and beta >= 0")
         if self.epsilon_high is not None and self.epsilon_high <= 0:
             errs.append("epsilon_high must be > 0")
+        errs += self._importance_sampling_errors()
         if not 0 <= self.warmup_ratio < 1 or not 0 <= self.min_lr_rate <= 1:
             errs.append("warmup_ratio must be in [0, 1) and min_lr_rate in [0, 1]")
         if len(self.reward_funcs) != len(self.reward_weights):
@@ -201,6 +212,14 @@ class Config:
             errs.append("reward_timeout_s must be > 0")
         if errs:
             raise ValueError("invalid config:\n  " + "\n  ".join(errs))
+
+    def _importance_sampling_errors(self) -> list[str]:
+        lo, hi = self.vllm_importance_sampling_clip_min, self.vllm_importance_sampling_clip_max
+        if (lo is not None and not lo >= 0) or (hi is not None and not hi > 0):
+            return ["vllm_importance_sampling_clip_min must be >= 0 and vllm_importance_sampling_clip_max > 0"]
+        if lo is not None and hi is not None and not lo < hi:
+            return [f"vllm_importance_sampling_clip_min ({lo}) must be less than clip_max ({hi})"]
+        return []
 
     def _beyond_paper_errors(self) -> list[str]:
         """Checks of the iGRPO options of issue 11 (draft loss, rounds, adaptive split)."""

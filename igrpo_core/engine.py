@@ -9,6 +9,9 @@ Completion conventions (shared by every engine):
   everything after it is discarded, so padding is never confused with EOS;
 - finish_reason is "stop" when EOS was produced, "length" when max_new_tokens ran out;
 - text is decoded with special tokens removed;
+- `logprobs` holds each sampled token's log-prob under the distribution it was actually drawn from:
+  logits / temperature, then top-k and top-p, renormalised over the kept tokens (vLLM's
+  "processed_logprobs", as TRL asks for); the trainer compares them with its own (mismatch.py);
 - the EOS set is the model's generation config's EOS ids plus the tokenizer's (`merge_eos_ids`);
 - sampling uses temperature / top-p / top-k / max new tokens / EOS and nothing else: settings a
   checkpoint ships in its generation_config.json (repetition_penalty, no_repeat_ngram_size,
@@ -47,6 +50,8 @@ class Completion:
     ids: list[int]          # completion token ids (EOS included when finish_reason == "stop")
     text: str
     finish_reason: str      # "stop" | "length"
+    logprobs: list[float] | None = None  # per token: log-prob under the distribution it was sampled from
+                                          # (logits / T, top-k, top-p, renormalised); None when greedy
 
 
 @dataclass
@@ -193,6 +198,12 @@ def sample_inverse_cdf(scores: torch.Tensor, u: torch.Tensor | None = None) -> t
     return (bi * BLOCK + torch.minimum(j, last)).squeeze(1)                          # (B,)
 
 
+def sampled_logps(scores: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Log-prob of each row's drawn token under softmax(warped scores): (B, V), (B,) -> (B,) float32.
+    Removed tokens sit at -inf, so this is the distribution renormalised over the kept ones."""
+    return scores.gather(1, ids[:, None])[:, 0] - torch.logsumexp(scores, dim=-1)
+
+
 def sample_next(scores: torch.Tensor, sampler: str, generators: list[torch.Generator]) -> torch.Tensor:
     """One draw per row from warped scores (B, V) -> (B,), row b with its own generator."""
     if sampler == "multinomial":
@@ -205,15 +216,18 @@ def sample_next(scores: torch.Tensor, sampler: str, generators: list[torch.Gener
 
 class RowSampler:
     """Logits processor for `model.generate`: warp, draw each row's token with its own generator,
-    and leave only that token finite, so generate's greedy choice is the loop's sample."""
+    and leave only that token finite, so generate's greedy choice is the loop's sample. `logps`
+    collects each step's sampled log-probs (B,)."""
 
     def __init__(self, params: SamplingParams, sampler: str, generators: list[torch.Generator]):
         self.params, self.sampler, self.generators = params, sampler, generators
+        self.logps: list[torch.Tensor] = []
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         p = self.params
-        nxt = sample_next(warp_logits(scores.float(), p.temperature, p.top_k, p.top_p), self.sampler,
-                          self.generators)                                            # (B,)
+        warped = warp_logits(scores.float(), p.temperature, p.top_k, p.top_p)        # (B, V)
+        nxt = sample_next(warped, self.sampler, self.generators)                      # (B,)
+        self.logps.append(sampled_logps(warped, nxt))
         out = torch.full_like(scores, -float("inf"))                                  # (B, V)
         return out.scatter(1, nxt[:, None], 0.0)
 
@@ -255,39 +269,50 @@ class TransformersEngine:
             gens = row_generators([seeds[pi] for pi, _ in chunk], sample_of[start: start + len(chunk)])
             with amp:
                 if self.decode == "loop":
-                    new = self._decode_loop(ids, mask, params, gens).tolist()
+                    new, logps = self._decode_loop(ids, mask, params, gens)
                 else:
-                    extra = {} if params.greedy else {"logits_processor": [RowSampler(params, self.sampler, gens)]}
-                    with only_generation_config(self.model, gen_config):
-                        gen = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=gen_config,
-                                                  **extra)
-                    new = gen[:, ids.shape[1]:].tolist()
-            for (pi, _), toks in zip(chunk, new):
+                    new, logps = self._generate(ids, mask, params, gens, gen_config)
+            new = new.tolist()
+            logps = logps.tolist() if logps is not None else [None] * len(new)
+            for (pi, _), toks, lps in zip(chunk, new, logps):
                 toks, reason = cut_at_eos(toks, self.eos_ids)
                 text = self.tokenizer.decode(toks, skip_special_tokens=True)
-                out.append(Completion(pi, toks, text, reason))
+                out.append(Completion(pi, toks, text, reason, None if lps is None else lps[:len(toks)]))
         self.model.train(was_training)
         return out
 
+    def _generate(self, ids, mask, params: SamplingParams, generators, gen_config):
+        """`model.generate` with RowSampler drawing the tokens: (new tokens (B, T), their log-probs or None)."""
+        sampler = None if params.greedy else RowSampler(params, self.sampler, generators)
+        extra = {} if sampler is None else {"logits_processor": [sampler]}
+        with only_generation_config(self.model, gen_config):
+            gen = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=gen_config, **extra)
+        new = gen[:, ids.shape[1]:]                                                   # (B, T)
+        if sampler is None or not sampler.logps:
+            return new, None
+        return new, torch.stack(sampler.logps, dim=1)[:, :new.shape[1]]               # (B, T)
+
     def _decode_loop(self, ids: torch.Tensor, mask: torch.Tensor, params: SamplingParams,
-                     generators: list[torch.Generator]) -> torch.Tensor:
+                     generators: list[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """New tokens (B, <= max_new_tokens), as `generate` would feed the model: a KV cache, position
-        ids from the attention mask, pad fed after a row's EOS; stops when every row has ended."""
+        ids from the attention mask, pad fed after a row's EOS; stops when every row has ended.
+        Also each token's sampled log-prob (B, T) (None when greedy; past a row's EOS: meaningless)."""
         from transformers import DynamicCache
         model, device = self.model, ids.device
         cache = DynamicCache(config=model.config)
         pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)                         # (B, Tp)
         eos = torch.tensor(sorted(self.eos_ids), device=device)
         alive = torch.ones(ids.shape[0], dtype=torch.bool, device=device)            # (B,)
-        inp, attn, out = ids, mask, []
+        inp, attn, out, logps = ids, mask, [], []
         for _ in range(params.max_new_tokens):
             logits = model(input_ids=inp, attention_mask=attn, position_ids=pos, past_key_values=cache,
                            use_cache=True, logits_to_keep=1).logits[:, -1].float()     # (B, V)
             if params.greedy:
                 nxt = logits.argmax(-1)                                              # (B,)
             else:
-                nxt = sample_next(warp_logits(logits, params.temperature, params.top_k, params.top_p), self.sampler,
-                                  generators)
+                warped = warp_logits(logits, params.temperature, params.top_k, params.top_p)  # (B, V)
+                nxt = sample_next(warped, self.sampler, generators)
+                logps.append(sampled_logps(warped, nxt))
             nxt = torch.where(alive, nxt, torch.full_like(nxt, self.pad_id))
             out.append(nxt)
             alive &= ~torch.isin(nxt, eos)
@@ -295,4 +320,6 @@ class TransformersEngine:
                 break
             inp, pos = nxt[:, None], pos[:, -1:] + 1
             attn = torch.cat([attn, attn.new_ones((attn.shape[0], 1))], dim=-1)
-        return torch.stack(out, dim=1) if out else ids.new_zeros((ids.shape[0], 0))  # (B, T)
+        if not out:
+            return ids.new_zeros((ids.shape[0], 0)), None
+        return torch.stack(out, dim=1), (torch.stack(logps, dim=1) if logps else None)  # (B, T) each

@@ -57,7 +57,10 @@ class VLLMEngine:
         dtype = {"auto": "auto", "float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}[cfg.dtype]
         kwargs = dict(model=cfg.model_name_or_path, tokenizer=cfg.model_name_or_path, dtype=dtype,
                       seed=cfg.seed, max_model_len=cfg.max_prompt_length + cfg.max_completion_length,
-                      enable_prefix_caching=True)
+                      enable_prefix_caching=True,
+                      # each sampled token's log-prob after temperature, top-k and top-p (renormalised),
+                      # i.e. under the distribution it was drawn from, as TRL asks (engine.py conventions)
+                      logprobs_mode="processed_logprobs")
         if cfg.gguf_file:
             kwargs["model"] = os.path.join(cfg.model_name_or_path, cfg.gguf_file)
         import torch
@@ -85,12 +88,21 @@ class VLLMEngine:
         sps = [VSP(n=params.n, temperature=0.0 if params.greedy else params.temperature,
                    top_p=1.0 if params.greedy else params.top_p, top_k=0 if params.greedy else params.top_k,
                    max_tokens=params.max_new_tokens, seed=seed, skip_special_tokens=True,
-                   stop_token_ids=sorted(self.eos_ids))
+                   stop_token_ids=sorted(self.eos_ids), logprobs=None if params.greedy else 0)
                for seed in prompt_seeds(params.seed, len(prompts), params.prompt_offset)]  # one SamplingParams per prompt
         outs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], sps, use_tqdm=False)
         result = []
         for pi, out in enumerate(outs):
             for o in out.outputs:
                 ids, reason = finish_completion(o.token_ids, o.finish_reason, self.eos_ids)
-                result.append(Completion(pi, ids, self.tokenizer.decode(ids, skip_special_tokens=True), reason))
+                result.append(Completion(pi, ids, self.tokenizer.decode(ids, skip_special_tokens=True), reason,
+                                         sampled_logprobs(o.logprobs, ids)))
         return result
+
+
+def sampled_logprobs(logprobs, ids: list[int]) -> list[float] | None:
+    """The sampled tokens' log-probs from a vLLM output's per-token {token id: Logprob} dicts (logprobs=0
+    returns the sampled token's alone); None when none were requested."""
+    if logprobs is None:
+        return None
+    return [float(step[t].logprob) for step, t in zip(logprobs, ids)]

@@ -47,6 +47,8 @@ class Rollout:
     loss_mask: torch.Tensor | None = None  # (B,) 1 trains, 0 masked (mask_truncated_completions); None: all
     group_of: list[int] = field(default_factory=list)  # (B) group_index (question in the step) of each
     num_groups: int = 0              # questions in this rollout
+    sampling_logps: list[list[float]] | None = None  # (B) engine's log-prob of each completion token under the
+                                     # distribution it was sampled from (mismatch.py); None if the engine gave none
 
 
 class Sample(NamedTuple):
@@ -127,7 +129,7 @@ def _group_advantages(groups: list[Group], cfg) -> dict[int, list[float]]:
 def assemble(step: int, examples: list[dict], groups: list[Group], cfg) -> Rollout:
     """Rows for every sample; advantages, loss mask and sequences for the trained groups."""
     advs = _group_advantages(groups, cfg)
-    rows, prompts, comps, rewards, adv, keep, group_of = [], [], [], [], [], [], []
+    rows, prompts, comps, rewards, adv, keep, group_of, logps = [], [], [], [], [], [], [], []
     for g in groups:
         kept = sampling.loss_keep([s.comp.finish_reason for s in g.samples], cfg.mask_truncated_completions)
         for si, smp in enumerate(g.samples):
@@ -140,10 +142,12 @@ def assemble(step: int, examples: list[dict], groups: list[Group], cfg) -> Rollo
             if g.trained:
                 prompts.append(g.prompt_ids), comps.append(smp.comp.ids), rewards.append(smp.reward)
                 adv.append(a), keep.append(float(kept[si])), group_of.append(g.gi)
+                logps.append(smp.comp.logprobs)
     return Rollout(prompt_ids=prompts, completion_ids=comps, rewards=torch.tensor(rewards, dtype=torch.float64),
                    adv=torch.tensor(adv, dtype=torch.float32), rows=rows,
                    loss_mask=torch.tensor(keep) if cfg.mask_truncated_completions else None,
-                   group_of=group_of, num_groups=len(examples))
+                   group_of=group_of, num_groups=len(examples),
+                   sampling_logps=None if any(lp is None for lp in logps) else logps)
 
 
 def _frac_zero_std(groups: list[Group]) -> float | None:
@@ -303,6 +307,7 @@ def merge_groups(batches: list[Rollout], take: list[tuple[int, int]]) -> Rollout
              "dynamic_kept": (k, r["group_index"]) in chosen} for k, b in enumerate(batches) for r in b.rows]
     idx = [(k, i) for k, p in take for i, g in enumerate(batches[k].group_of) if g == p]  # sequences in order
     masks = [b.loss_mask for b in batches]
+    have_logps = all(b.sampling_logps is not None for b in batches)
     return Rollout(
         prompt_ids=[batches[k].prompt_ids[i] for k, i in idx],
         completion_ids=[batches[k].completion_ids[i] for k, i in idx],
@@ -310,7 +315,8 @@ def merge_groups(batches: list[Rollout], take: list[tuple[int, int]]) -> Rollout
         adv=torch.tensor([float(batches[k].adv[i]) for k, i in idx], dtype=torch.float32), rows=rows,
         loss_mask=None if masks[0] is None else torch.tensor([float(masks[k][i]) for k, i in idx]),
         group_of=[offsets[k] + batches[k].group_of[i] for k, i in idx],
-        num_groups=sum(b.num_groups for b in batches), stats=_merge_stats([b.stats for b in batches]))
+        num_groups=sum(b.num_groups for b in batches), stats=_merge_stats([b.stats for b in batches]),
+        sampling_logps=[batches[k].sampling_logps[i] for k, i in idx] if have_logps else None)
 
 
 def _merge_stats(stats: list[dict]) -> dict:

@@ -17,9 +17,10 @@ Conventions the trainer relies on:
 - A group whose rewards are all equal gets an advantage of exactly 0 (set explicitly, not left to
   floating-point `R - mean`).
 
-Deliberately left out: reward computation, token-level advantages, entropy bonuses, vLLM/trainer
-importance-sampling corrections, and any cross-process reduction (the trainer passes `num_items`
-for DAPO's global token count and scales micro-batch losses itself).
+Deliberately left out: reward computation, token-level advantages, entropy bonuses, computing the
+vLLM/trainer importance-sampling weights (mismatch.py; `policy_loss` only applies them), and any
+cross-process reduction (the trainer passes `num_items` for DAPO's global token count and scales
+micro-batch losses itself).
 `reference_policy_loss` is a slow loop version kept only to test `policy_loss` against.
 """
 from __future__ import annotations
@@ -222,6 +223,7 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor | None, adv: torch.Te
                 epsilon_high: float | None = None, importance_sampling_level: str = "token",
                 max_completion_length: int | None = None, ref_logp: torch.Tensor | None = None,
                 beta: float = 0.0, num_items: int | float | torch.Tensor | None = None,
+                is_weight: torch.Tensor | None = None,
                 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Clipped-surrogate policy loss (+ beta * k3 KL), normalised by `loss_type`.
 
@@ -233,10 +235,12 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor | None, adv: torch.Te
     token's ratio has the value s_i = exp(masked mean of its sequence's log-ratio), but its gradient
     flows through that token's own logp (sg[s_i] * pi/sg[pi]). With a per-sequence advantage this
     equals TRL's sequence-level loss in value and gradient (the reference computes it that way).
+    `is_weight` (B, T) or (B, 1), a constant: TRL's vLLM importance-sampling correction
+    (mismatch.importance_weights), multiplying each token's surrogate term before the KL is added.
     """
     eps_low, eps_high = _check_policy_args(logp, old_logp, adv, mask, loss_type, epsilon,
                                            epsilon_high, importance_sampling_level,
-                                           max_completion_length, ref_logp, beta, num_items)
+                                           max_completion_length, ref_logp, beta, num_items, is_weight)
     keep = mask.bool()  # (B, T)
     zero = torch.zeros_like(logp)  # (B, T)
     old_logp = logp.detach() if old_logp is None else old_logp.detach()
@@ -248,6 +252,8 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor | None, adv: torch.Te
     a = adv.detach().to(logp.dtype)[:, None]  # (B, 1)
     clipped = ratio.clamp(1.0 - eps_low, 1.0 + eps_high)  # (B, T)
     per_token = -torch.minimum(ratio * a, clipped * a)  # (B, T)
+    if is_weight is not None:
+        per_token = per_token * is_weight.detach().to(per_token.dtype)  # (B, T); (B, 1) broadcasts
     pg_loss = normalise(torch.where(keep, per_token, zero), keep, loss_type=loss_type,
                         max_completion_length=max_completion_length, num_items=num_items)
     kl = None
@@ -308,7 +314,7 @@ def _loss_metrics(ratio, a, keep, kl, pg_loss, eps_low, eps_high) -> dict[str, f
 
 def _check_policy_args(logp, old_logp, adv, mask, loss_type, epsilon, epsilon_high,
                        importance_sampling_level, max_completion_length, ref_logp, beta,
-                       num_items) -> tuple[float, float]:
+                       num_items, is_weight=None) -> tuple[float, float]:
     """Validate `policy_loss` inputs; return (eps_low, eps_high)."""
     check_choice("loss_type", loss_type, LOSS_TYPES)
     check_choice("importance_sampling_level", importance_sampling_level, IMPORTANCE_SAMPLING_LEVELS)
@@ -318,6 +324,10 @@ def _check_policy_args(logp, old_logp, adv, mask, loss_type, epsilon, epsilon_hi
     for name, t in named.items():
         if t is not None and t.shape != logp.shape:
             raise ValueError(f"{name} shape {tuple(t.shape)} != logp shape {tuple(logp.shape)}")
+    if is_weight is not None and (is_weight.dim() != 2 or is_weight.shape[0] != logp.shape[0]
+                                  or is_weight.shape[1] not in (1, logp.shape[1])):
+        raise ValueError(f"is_weight must be (B, T) or (B, 1) for logp {tuple(logp.shape)}; "
+                         f"got {tuple(is_weight.shape)}")
     if adv.shape != logp.shape[:1]:
         raise ValueError(f"adv must be (B,) = {tuple(logp.shape[:1])}; got {tuple(adv.shape)}")
     if not bool(((mask == 0) | (mask == 1)).all()):
@@ -344,6 +354,7 @@ def reference_policy_loss(logp: torch.Tensor, old_logp: torch.Tensor | None, adv
                           max_completion_length: int | None = None,
                           ref_logp: torch.Tensor | None = None, beta: float = 0.0,
                           num_items: int | float | torch.Tensor | None = None,
+                          is_weight: torch.Tensor | None = None,
                           ) -> tuple[torch.Tensor, dict[str, float]]:
     """Slow, obviously-correct loops over sequences and tokens; for tests only.
 
@@ -351,7 +362,7 @@ def reference_policy_loss(logp: torch.Tensor, old_logp: torch.Tensor | None, adv
     """
     eps_low, eps_high = _check_policy_args(logp, old_logp, adv, mask, loss_type, epsilon,
                                            epsilon_high, importance_sampling_level,
-                                           max_completion_length, ref_logp, beta, num_items)
+                                           max_completion_length, ref_logp, beta, num_items, is_weight)
     old = logp.detach() if old_logp is None else old_logp.detach()
     B, T = logp.shape
     pg, kl, ratios, low, high = [], [], [], 0, 0  # pg, kl: per sequence, a list per token
@@ -366,7 +377,8 @@ def reference_policy_loss(logp: torch.Tensor, old_logp: torch.Tensor | None, adv
             else:
                 r = torch.exp(logp[i, t] - old[i, t])
             r_clip = torch.clamp(r, 1.0 - eps_low, 1.0 + eps_high)
-            pg[i].append(-torch.minimum(r * adv[i], r_clip * adv[i]))
+            w = 1.0 if is_weight is None else is_weight[i, t if is_weight.shape[1] > 1 else 0].detach()
+            pg[i].append(-torch.minimum(r * adv[i], r_clip * adv[i]) * w)
             if ref_logp is not None:
                 d = ref_logp[i, t].detach() - logp[i, t]
                 kl[i].append(torch.exp(d) - d - 1.0)

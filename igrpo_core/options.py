@@ -28,6 +28,9 @@ Device = Literal["auto", "cpu", "cuda"]
 Dtype = Literal["auto", "float32", "bfloat16"]   # float16 would need loss scaling (not implemented)
 BuiltinReward = Literal["accuracy", "format", "judge"]
 Tracker = Literal["tensorboard", "trackio", "wandb"]   # report_to (TRL's name); "none": no tracker
+# TRL 1.16's vllm_importance_sampling_mode (mismatch.importance_weights): ratio per token or per sequence,
+# truncated to [clip_min, clip_max] or zeroed outside it
+VllmImportanceSamplingMode = Literal["token_truncate", "token_mask", "sequence_truncate", "sequence_mask"]
 
 ALGOS = get_args(Algo)
 LOSS_TYPES = get_args(LossType)
@@ -37,6 +40,7 @@ DRAFT_SELECTIONS = get_args(DraftSelection)
 ADAPTIVE_SPLITS = get_args(AdaptiveSplit)
 BUILTIN_REWARDS = get_args(BuiltinReward)
 TRACKERS = get_args(Tracker)
+VLLM_IMPORTANCE_SAMPLING_MODES = get_args(VllmImportanceSamplingMode)
 
 
 def check_choice(name: str, value, allowed: tuple) -> None:
@@ -81,6 +85,20 @@ SAMPLING_METRICS = (
     "overlong_penalty_mean",     # mean overlong reward shaping over scored completions (<= 0)
     "loss_masked",               # trained completions masked out by mask_truncated_completions (count)
 )
+# Engine vs trainer log-probs of the trained tokens (mismatch.MismatchMeter): d = old_logp - engine_logp,
+# both at the sampling temperature, over every completion token of the trained sequences (as TRL);
+# null when the engine returned no log-probs.
+MISMATCH_METRICS = (
+    "mismatch_mean_abs",         # mean |d| (TRL: sampling/sampling_logp_difference/mean)
+    "mismatch_max_abs",          # max |d| (TRL: sampling/sampling_logp_difference/max)
+    "mismatch_kl",               # mean of exp(d) - 1 - d: k3 estimate of KL(engine || trainer), >= 0
+)
+# vllm_importance_sampling_correction's weights (after truncation or masking, as TRL logs them), over completion
+# tokens (token_* modes) or sequences (sequence_* modes); null when the correction is off.
+IS_METRICS = (
+    "is_ratio_min", "is_ratio_mean", "is_ratio_max",
+    "is_clipped_frac",           # share of ratios outside [clip_min, clip_max]: truncated or masked
+)
 # Rollout stats that are counts: summed, not averaged, over accumulation batches.
 SUMMED_METRICS = (
     "reward_failures", "draft_truncations", "generated_tokens", "adaptive_skipped", "sampled_prompts",
@@ -89,5 +107,5 @@ SUMMED_METRICS = (
 # One row of metrics.parquet per optimizer step: these columns, in this order.
 METRIC_COLUMNS = (
     ("step", "lr", "loss", "grad_norm", "entropy") + LOSS_METRICS + ROLLOUT_METRICS + IGRPO_METRICS + SAMPLING_METRICS
-    + ("gen_time_s", "step_time_s", "tokens_per_s")
+    + MISMATCH_METRICS + IS_METRICS + ("gen_time_s", "step_time_s", "tokens_per_s")
 )

@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from igrpo_core import distributed, lora, losses, provenance, records, trackers
+from igrpo_core import distributed, lora, losses, mismatch, provenance, records, trackers
 from igrpo_core.config import Config
 from igrpo_core.engine import SamplingParams
 from igrpo_core.igrpo import Rollout, collect_dynamic, collect_grpo, collect_igrpo, trained_tokens
@@ -293,21 +293,26 @@ class Trainer:
         dapo_scale = self.dist.world if cfg.loss_type == "dapo" else 1
         n_micro = sum(1 for r in rollouts for _ in self._micro_batches(r))
         sums: dict[str, float] = {}
+        meter = mismatch.MismatchMeter()   # engine vs trainer log-probs of the step's completion tokens
         for ro, old_r, ref_r in zip(rollouts, old, ref):
             for k, sl in enumerate(self._micro_batches(ro)):
                 logp, mask, ent = sequence_logps(self.train_model, ro.prompt_ids[sl], ro.completion_ids[sl],
                                                  pad_id=self.engine.pad_id, device=self.device,
                                                  amp_dtype=self.amp, with_entropy=True,
                                                  temperature=cfg.temperature, chunked=True)
+                old_logp = old_r[k] if old_r is not None else logp.detach()   # mu = 1: on-policy, ratio 1
+                # every completion token (as TRL), so each process has some and the metrics are never null
+                is_weight = mismatch.observe(meter, old_logp, None if ro.sampling_logps is None else
+                                             ro.sampling_logps[sl], mask, **mismatch.options(cfg))
                 if ro.loss_mask is not None:  # mask_truncated_completions: these sequences train nothing
                     mask = mask * ro.loss_mask[sl].to(mask)[:, None]                   # (b, T)
-                old_logp = old_r[k] if old_r is not None else logp.detach()   # mu = 1: on-policy, ratio 1
                 loss, m = losses.policy_loss(
                     logp, old_logp, ro.adv[sl].to(self.device), mask, loss_type=cfg.loss_type,
                     epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high,
                     importance_sampling_level=cfg.importance_sampling_level,
                     max_completion_length=cfg.max_completion_length,
-                    ref_logp=ref_r[k] if ref_r is not None else None, beta=cfg.beta, num_items=total_tokens)
+                    ref_logp=ref_r[k] if ref_r is not None else None, beta=cfg.beta, num_items=total_tokens,
+                    is_weight=is_weight)
                 weight = losses.accumulation_weight(cfg.loss_type, micro_seqs=sl.stop - sl.start,
                                                     total_seqs=total_seqs, n_micro=n_micro)
                 self.dist.backward(loss * weight * dapo_scale)
@@ -324,7 +329,7 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         sums["entropy"] = self.dist.sum(sums.pop("entropy_sum")) / max(1, total_tokens)
         sums["grad_norm"] = float(grad_norm)
-        return sums
+        return {**sums, **meter.result(self.dist.gather)}
 
     def train_step(self, step: int) -> dict:
         cfg, t0 = self.cfg, time.perf_counter()

@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from igrpo_core import records
+from igrpo_core.options import MISMATCH_METRICS
 from igrpo_core import trainer as T
 from tests.conftest import small_config
 
@@ -59,7 +60,10 @@ def assert_same_run(a: Path, b: Path, step: int) -> None:
     cols = [c for c in ma.columns if c not in TIMING]
     for c in cols:
         va, vb = ma[c].to_list(), mb[c].to_list()
-        assert va == pytest.approx(vb, rel=1e-4, abs=1e-6, nan_ok=True) if va[0] is not None else va == vb, c
+        # engine vs trainer log-probs differ by float rounding (~1e-7, max ~1e-5), which depends on the
+        # trainer's batch shapes: 1 and 2 processes agree on them within the 1e-4 of test_engine, not 1e-6
+        tol = dict(abs=1e-4) if c in MISMATCH_METRICS else dict(rel=1e-4, abs=1e-6)
+        assert va == pytest.approx(vb, nan_ok=True, **tol) if va[0] is not None else va == vb, (c, va, vb)
     ra, rb = records.read_rollouts(a), records.read_rollouts(b)
     assert ra.drop("advantage").equals(rb.drop("advantage"))           # identical samples, rewards, rows
     assert (ra["advantage"] - rb["advantage"]).abs().max() < 1e-5

@@ -118,8 +118,11 @@ def _fake_vllm(monkeypatch, outputs_for):
 
         def generate(self, prompts, sp, use_tqdm=False):
             calls["prompts"], calls["params"] = prompts, sp
-            return [types.SimpleNamespace(outputs=[types.SimpleNamespace(token_ids=t, finish_reason=r)
-                                                   for t, r in outputs_for(i)]) for i in range(len(prompts))]
+            # logprobs=0: one {sampled id: Logprob} per token; scripted as -(position + 1) / 10
+            return [types.SimpleNamespace(outputs=[types.SimpleNamespace(
+                token_ids=t, finish_reason=r,
+                logprobs=[{tok: types.SimpleNamespace(logprob=-(j + 1) / 10)} for j, tok in enumerate(t)])
+                for t, r in outputs_for(i)]) for i in range(len(prompts))]
 
     class VSP:
         def __init__(self, **kwargs):
@@ -174,6 +177,9 @@ def test_vllm_engine_stops_on_the_shared_eos_set_and_never_appends(monkeypatch, 
     assert sorted(calls["params"][0].stop_token_ids) == [1, 7]
     assert [(c.ids, c.finish_reason) for c in out] == [([5, 7], "stop"), ([5, 6], "stop"), ([5, 1], "stop"),
                                                        ([5, 6, 8], "length")]
+    # the sampled tokens' processed log-probs (after temperature, top-k, top-p), cut with the ids
+    assert calls["init"]["logprobs_mode"] == "processed_logprobs" and calls["params"][0].logprobs == 0
+    assert [c.logprobs for c in out] == [[-0.1, -0.2], [-0.1, -0.2], [-0.1, -0.2], [-0.1, -0.2, -0.3]]
 
 
 def test_vllm_pure_helpers_seeds_and_completion_post_processing():

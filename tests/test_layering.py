@@ -43,6 +43,7 @@ LAYERS = [
     "provenance",   # versions, git commit, model and data digests recorded per attempt
     "losses",       # advantages and the GRPO-family policy losses
     "logprobs",     # completion log-probs and entropy at the sampling temperature, chunked or full
+    "mismatch",     # engine vs trainer log-probs: the mismatch metric, TRL's importance-sampling weights
     "selection",    # draft_selection rules: which draft stage 2 refines, and why
     "sampling",     # adaptive split, overlong shaping, truncation masks, dynamic-sampling choice
     "igrpo",        # rollout composition: GRPO groups, iGRPO drafts -> select -> refine

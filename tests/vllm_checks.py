@@ -6,9 +6,11 @@ path) on the shipped tiny model. Usage: `python tests/vllm_checks.py RESULTS.jso
 writes {"checks": {name: {"ok", "error", "traceback"}}, "details": {...}, "timings_s": {...}} and
 exits 0 unless it crashed.
 
-Log-probs: vLLM returns them in its engine-level `logprobs_mode` (ModelConfig, not SamplingParams),
-whose default "raw_logprobs" is log_softmax of the RAW logits, before temperature; VLLMEngine keeps
-the default, and the trainer's `sequence_logps` is raw too, so both are compared raw.
+Log-probs: vLLM returns them in its engine-level `logprobs_mode` (ModelConfig, not SamplingParams).
+VLLMEngine sets "processed_logprobs" (as TRL does): log_softmax of the logits after temperature (and
+top-k/top-p), i.e. the distribution each token was sampled from, which the trainer's
+`sequence_logps(temperature=T)` computes too; at T=1 without top-k/top-p that is the raw log_softmax.
+The mismatch check reads the mismatch metrics (mismatch.py) of the two short training runs.
 
 Left out: the transformers engine's own conventions (tests/test_engine.py), GPU builds of vLLM.
 """
@@ -48,13 +50,14 @@ def vllm_sample(eng, prompts, *, n, temperature, seed, max_tokens=24):
             for p, out in zip(prompts, outs) for o in out.outputs]
 
 
-def trainer_logps(model, samples) -> list[list[float]]:
-    """The trainer's own log-probs (`sequence_logps`, raw logits) of the same tokens."""
+def trainer_logps(model, samples, temperature: float = 1.0) -> list[list[float]]:
+    """The trainer's own log-probs (`sequence_logps` at `temperature`) of the same tokens."""
     import torch
     from igrpo_core.trainer import sequence_logps
     with torch.no_grad():
         logp, mask, _ = sequence_logps(model, [s[0] for s in samples], [s[1] for s in samples],
-                                       pad_id=0, device=torch.device("cpu"), amp_dtype=None)
+                                       pad_id=0, device=torch.device("cpu"), amp_dtype=None,
+                                       temperature=temperature)
     return [logp[i, : len(s[1])].tolist() for i, s in enumerate(samples)]
 
 
@@ -77,15 +80,17 @@ def check_logprobs_agree(ctx) -> dict:
     ctx["samples"] = samples
     d1 = max_diff([s[2] for s in samples], trainer_logps(model, samples))
     assert d1 < LOGP_TOL, f"T=1.0: vLLM vs trainer log-probs differ by {d1:.2e} > {LOGP_TOL}"
-    # At T=0.7 vLLM still reports raw log-probs (logprobs_mode="raw_logprobs"), not the T-scaled policy.
+    # At T=0.7 vLLM reports the T-scaled policy's log-probs (processed_logprobs), not the raw ones.
     hot = vllm_sample(eng, ctx["prompts"], n=2, temperature=0.7, seed=12)
-    d_raw = max_diff([s[2] for s in hot], trainer_logps(model, hot))
+    d_trainer = max_diff([s[2] for s in hot], trainer_logps(model, hot, temperature=0.7))
     d_scaled = max_diff([s[2] for s in hot], [scaled_logps(model, p, c, 0.7) for p, c, _ in hot])
-    assert d_raw < LOGP_TOL, f"T=0.7: vLLM vs raw trainer log-probs differ by {d_raw:.2e}"
-    assert d_scaled > 10 * LOGP_TOL, f"T=0.7: vLLM log-probs match the T-scaled policy ({d_scaled:.2e})"
+    d_raw = max_diff([s[2] for s in hot], trainer_logps(model, hot))
+    assert d_trainer < LOGP_TOL, f"T=0.7: vLLM vs trainer log-probs at T=0.7 differ by {d_trainer:.2e}"
+    assert d_scaled < LOGP_TOL, f"T=0.7: vLLM vs the T-scaled policy differ by {d_scaled:.2e}"
+    assert d_raw > 10 * LOGP_TOL, f"T=0.7: vLLM log-probs match the raw (T=1) ones ({d_raw:.2e})"
     n_tok = sum(len(s[1]) for s in samples + hot)
-    return {"max_abs_diff_T1": d1, "max_abs_diff_T07_raw": d_raw, "max_abs_diff_T07_scaled": d_scaled,
-            "tokens": n_tok}
+    return {"max_abs_diff_T1": d1, "max_abs_diff_T07_trainer": d_trainer, "max_abs_diff_T07_scaled": d_scaled,
+            "max_abs_diff_T07_raw": d_raw, "tokens": n_tok}
 
 
 def check_prefix_caching(ctx) -> dict:
@@ -181,8 +186,8 @@ def check_sync_weights(ctx) -> dict:
     return {"policy_moved_max_logp": moved, "max_abs_diff_after_sync": d}
 
 
-def check_train(ctx, algo: str) -> dict:
-    """A 2-step run with rollout_engine=vllm through trainer.train, on the shared engine."""
+def check_train(ctx, algo: str, **overrides) -> dict:
+    """A 2-step run with rollout_engine=vllm through trainer.train, on the shared engine, at T=0.7."""
     from igrpo_core import records, trainer
     from igrpo_core.config import Config
     eng, calls = ctx["eng"], []
@@ -199,7 +204,8 @@ def check_train(ctx, algo: str) -> dict:
         cfg = Config(model_name_or_path=TINY, rollout_engine="vllm", dtype="float32", algo=algo,
                      output_dir=str(ctx["work"] / "runs"), run_name=algo, max_steps=2, prompts_per_step=2,
                      num_generations=4, num_drafts=2, max_completion_length=24, save_steps=2,
-                     tiny_num_problems=50, per_device_train_batch_size=8, generation_batch_size=32)
+                     tiny_num_problems=50, per_device_train_batch_size=8, generation_batch_size=32,
+                     temperature=0.7, **overrides)
         run_dir = trainer.train(cfg)
     finally:
         trainer.make_engine, eng.generate = real_make, real_generate
@@ -210,14 +216,32 @@ def check_train(ctx, algo: str) -> dict:
     assert all(math.isfinite(r) for r in rewards), rewards
     assert len(calls) == (2 if algo == "grpo" else 4), calls     # one call per stage per step
     assert records.read_json(run_dir / "status.json")["state"] == "finished"
+    ctx.setdefault("runs", {})[algo] = metrics
     return {"reward_mean": rewards, "rollout_rows": rows.height, "generate_calls": len(calls)}
+
+
+def check_mismatch(ctx) -> dict:
+    """vLLM's sampling log-probs vs the trainer's in the two runs (fp32 both sides): near 0 per token;
+    iGRPO ran with the importance-sampling correction on, whose weights are then ~1."""
+    out = {}
+    for algo, m in ctx["runs"].items():
+        cols = ["mismatch_mean_abs", "mismatch_max_abs", "mismatch_kl", "is_ratio_min", "is_ratio_max"]
+        out[algo] = {c: m[c].to_list() for c in cols}
+        print(f"VLLM_MISMATCH {algo}: " + ", ".join(f"{c}={m[c].to_list()}" for c in cols), flush=True)
+        assert m["mismatch_mean_abs"].max() < LOGP_TOL / 10, out[algo]
+        assert m["mismatch_max_abs"].max() < LOGP_TOL, out[algo]
+        assert 0 <= m["mismatch_kl"].min() and m["mismatch_kl"].max() < LOGP_TOL ** 2, out[algo]
+    weights = ctx["runs"]["igrpo"]
+    assert (weights["is_ratio_min"] > 1 - 1e-3).all() and (weights["is_ratio_max"] < 1 + 1e-3).all(), out
+    return out
 
 
 CHECKS = [("logprobs_agree", check_logprobs_agree), ("completions", check_completions),
           ("prefix_caching", check_prefix_caching),
           ("seeds_distinct", check_seeds_distinct), ("sync_weights", check_sync_weights),
           ("train_grpo", lambda ctx: check_train(ctx, "grpo")),
-          ("train_igrpo", lambda ctx: check_train(ctx, "igrpo")),
+          ("train_igrpo", lambda ctx: check_train(ctx, "igrpo", vllm_importance_sampling_correction=True)),
+          ("mismatch", check_mismatch),
           ("large_batch", check_large_batch)]     # last: when it fails, vLLM's engine core is dead
 
 
