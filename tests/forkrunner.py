@@ -33,6 +33,9 @@ def child(req: dict) -> None:
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         os.environ.update(req.get("env") or {})
+        # multiprocessing's workers (the answer-check pool) re-import the parent's __main__ file: this
+        # one would cost them torch's and transformers' import; `python -m igrpo_core`'s is tiny
+        sys.modules["__main__"].__dict__.pop("__file__", None)
         if req.get("fsize"):
             resource.setrlimit(resource.RLIMIT_FSIZE, (req["fsize"], resource.RLIM_INFINITY))
         module, func = req["call"].split(":")

@@ -40,7 +40,7 @@ MAX_STEPS = 6
 TRAIN = ["--run_name", "k", "--max_steps", str(MAX_STEPS), "--save_steps", "2", "--save_total_limit", "2",
          "--prompts_per_step", "2", "--num_generations", "3", "--num_drafts", "1",
          "--max_completion_length", "8", "--tiny_num_problems", "50", "--torch_threads", "1"]
-EVAL = ["--eval_dataset", "tiny:heldout", "--eval_limit", "80", "--eval_num_samples", "2", "--tiny_num_problems",
+EVAL = ["--eval_dataset", "tiny:heldout", "--eval_limit", "40", "--eval_num_samples", "2", "--tiny_num_problems",
         "300", "--max_completion_length", "12", "--torch_threads", "1", "--workers", "2"]
 WINDOW_S = 60      # a window the test kills in: the process waits there until killed
 
@@ -286,23 +286,19 @@ def tmpfs(tmp_path):
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-def fill(mnt: Path) -> Path:
-    """Write a filler until the filesystem is full."""
+def fill(mnt: Path, leave: int = 0) -> Path:
+    """Write a filler until the filesystem is full, then give back `leave` bytes."""
     filler = mnt / "filler"
-    with open(filler, "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * (1 << 20))
-                f.flush()
-        except OSError:
-            pass
-    try:
-        with open(filler, "ab") as f:
-            while True:
-                f.write(b"\0" * 4096)
-                f.flush()
-    except OSError:
-        pass
+    with open(filler, "wb", buffering=0) as f:
+        for size in (1 << 20, 4096):
+            try:
+                while True:
+                    f.write(b"\0" * size)
+                    f.flush()
+            except OSError:
+                pass
+    if leave:
+        os.truncate(filler, max(0, filler.stat().st_size - leave))
     return filler
 
 
@@ -318,32 +314,45 @@ def fail_in_window(runner, argv, window: str, act, run: Path, symbol: str) -> st
     return err[0]
 
 
+# (window the disk fills or turns read-only in, bytes left free): the next write fails. With 1 MB left
+# the checkpoint's model.safetensors fails (safetensors' error), with 5 MB its state.pt (torch.save's).
+FULL = [("rollouts", 0), ("checkpoint", 0), ("metrics", 0), ("metrics", 1 << 20), ("metrics", 5 << 20)]
+READ_ONLY = [("rollouts", 0), ("checkpoint", 0), ("metrics", 0)]
+
+
 @pytest.mark.parametrize("kind", ["full", "read_only"])
 def test_full_or_read_only_disk_fails_cleanly_and_the_run_resumes(runner, straight, tmpfs, kind):
     argv = ["train", "--output_dir", str(tmpfs), *TRAIN]
     run = tmpfs / "k"
-    for window in ["rollouts", "checkpoint", "metrics", "checkpoint"]:
+    remount = lambda mode: subprocess.run(["mount", "-o", f"remount,{mode}", str(tmpfs)], check=True)  # noqa: E731
+    errors = []
+    for window, leave in FULL if kind == "full" else READ_ONLY:
         before = records.checkpoint_dirs(run) if run.exists() else []
         if kind == "full":
             filler = []
-            fail_in_window(runner, argv, window, lambda: filler.append(fill(tmpfs)), run, "ENOSPC")
+            errors.append(fail_in_window(runner, argv, window, lambda: filler.append(fill(tmpfs, leave)), run,
+                                         "ENOSPC"))
             filler[0].unlink()
         else:
-            remount = lambda mode: subprocess.run(["mount", "-o", f"remount,{mode}", str(tmpfs)], check=True)  # noqa: E731
-            fail_in_window(runner, argv, window, lambda: remount("ro"), run, "EROFS")
+            errors.append(fail_in_window(runner, argv, window, lambda: remount("ro"), run, "EROFS"))
             remount("rw")
         assert set(before) <= set(records.checkpoint_dirs(run))   # nothing earlier lost
+    if kind == "full":   # the failing writer was each of polars, json, safetensors and torch.save
+        for lib in ("ComputeError", "OSError", "SafetensorError", "RuntimeError"):
+            assert any(lib in e for e in errors), (lib, errors)
     runner.run(argv)
     assert_same_run(straight, run)
 
 
 def test_file_size_limit_fails_cleanly_and_the_run_resumes(runner, straight, tmp_path):
-    """RLIMIT_FSIZE (no root needed): the checkpoint's state.pt is over 1 MB, so the first save fails."""
+    """RLIMIT_FSIZE (no root needed): 4 MiB lets model.safetensors (3.6 MB) through, not state.pt (7 MB),
+    so the first save fails inside torch.save, whose own error names neither the file nor the errno."""
     argv = ["train", "--output_dir", str(tmp_path), *TRAIN]
-    pid, log, _ = runner.start(argv, fsize=1 << 20)
+    pid, log, _ = runner.start(argv, fsize=4 << 20)
     assert runner.wait(pid) == 2, log.read_text()[-3000:]
     err = [line for line in log.read_text().splitlines() if line.startswith("error:")]
     assert err and "EFBIG" in err[0] and str(tmp_path / "k" / "checkpoints") in err[0], log.read_text()[-3000:]
+    assert "RuntimeError" in err[0]   # torch.save's
     assert records.checkpoint_dirs(tmp_path / "k") == []   # the partial checkpoint is not complete
     assert records.read_metrics(tmp_path / "k")["step"].to_list() == [1, 2]
     assert_readable(tmp_path / "k")
