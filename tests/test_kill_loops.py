@@ -7,7 +7,7 @@
   complete loads.
 - `igrpo eval` the same (8 kills): the samples and summary equal an uninterrupted evaluation's, and a
   summary.json / samples.parquet present after a kill is never a partial one.
-- an ablation grid (5 kills, during training, evaluation and the results write): the table equals an
+- an ablation grid (4 kills, during training, evaluation and the results write): the table equals an
   uninterrupted grid's; relaunching the finished grid reruns no arm.
 - a full disk (tmpfs) and a read-only one (tmpfs remounted ro) at each write window, and a file-size
   limit (RLIMIT_FSIZE, without root): the CLI exits 2 naming the path and ENOSPC / EROFS / EFBIG, no
@@ -88,7 +88,7 @@ class Runner:
         self.proc.wait(timeout=30)
 
 
-def assert_no_orphans(pgid: int, timeout: float = 10.0) -> None:
+def assert_no_orphans(pgid: int, timeout: float = 30.0) -> None:
     """Workers the killed process started (answer-check pool, its forkserver) must exit on their own."""
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -183,7 +183,7 @@ def test_train_killed_24_times_ends_equal_to_an_uninterrupted_run(runner, straig
         if window:
             wait_for(marker.exists, lambda: alive(pid), f"the {kind} window")
         else:
-            time.sleep(rng.uniform(0.0, 1.0) if kind == "early" else rng.uniform(0.5, 6.0))
+            time.sleep(rng.uniform(0.0, 1.0) if kind == "early" else rng.uniform(0.5, 4.0))
         runner.kill(pid)
         assert_readable(run)
         if kind == "checkpoint":   # killed before trainer_state.json: not complete, not used
@@ -230,12 +230,13 @@ def test_eval_killed_8_times_ends_equal_to_an_uninterrupted_evaluation(runner, t
 
 
 def run_grid(argv: list[str]) -> int:
-    """Entry point for forkrunner, argv = [output_dir, tag]: the split family (3 arms) of a tiny ablation."""
+    """Entry point for forkrunner, argv = [output_dir, tag]: the split family of a tiny ablation (2 arms:
+    grpo G3, igrpo N1+G2)."""
     out, tag = argv
     from igrpo_core import ablations
     from igrpo_core.config import Config
-    base = Config(output_dir=out, max_steps=2, save_steps=1, prompts_per_step=2, num_generations=4,
-                  num_drafts=2, max_completion_length=8, tiny_num_problems=60, eval_dataset="tiny:heldout",
+    base = Config(output_dir=out, max_steps=2, save_steps=1, prompts_per_step=2, num_generations=3,
+                  num_drafts=1, max_completion_length=8, tiny_num_problems=60, eval_dataset="tiny:heldout",
                   eval_limit=8, eval_num_samples=1, torch_threads=1)
     ablations.run_ablation(base, ["split"], seeds=[0], tag=tag, progress=False)
     return 0
@@ -254,9 +255,9 @@ def _attempts(out: Path) -> dict[str, int]:
 def test_ablation_grid_killed_mid_arm_ends_with_the_uninterrupted_table(runner, tmp_path):
     runner.run([str(tmp_path / "a"), "g"], call="tests.test_kill_loops:run_grid")
     want = _table(tmp_path / "a")
-    assert want.height == 3
+    assert want.height == 2
     out = tmp_path / "b"
-    for kind in ["checkpoint", "eval_part", "ablation_results", "checkpoint", "eval_summary"]:
+    for kind in ["checkpoint", "eval_part", "ablation_results", "eval_summary"]:
         pid, _, marker = runner.start([str(out), "g"], call="tests.test_kill_loops:run_grid",
                                       delay=f"{kind}:{WINDOW_S}")
         wait_for(marker.exists, lambda: alive(pid), f"the {kind} window")
