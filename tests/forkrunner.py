@@ -43,7 +43,7 @@ def child(req: dict) -> None:
         code = int(code or 0)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
-    except BaseException:
+    except BaseException:  # noqa: BLE001 (a child must never return into the serving loop: it reports and exits 1)
         traceback.print_exc()
     finally:
         sys.stdout.flush()

@@ -104,10 +104,10 @@ def assert_no_orphans(pgid: int, timeout: float = 30.0) -> None:
     pytest.fail(f"processes of the killed launch {pgid} outlived it by {timeout}s")
 
 
-def wait_for(pred, pid_alive, what: str, timeout: float = 120.0) -> None:
+def wait_for(pred, pid: int, what: str, timeout: float = 120.0) -> None:
     deadline = time.time() + timeout
     while not pred():
-        assert pid_alive(), f"the launch ended before {what}"
+        assert alive(pid), f"the launch ended before {what}"
         assert time.time() < deadline, f"no {what} within {timeout}s"
         time.sleep(0.01)
 
@@ -184,7 +184,7 @@ def test_train_killed_24_times_ends_equal_to_an_uninterrupted_run(runner, straig
         window = kind not in ("early", "random")
         pid, _, marker = runner.start(argv, delay=f"{kind}:{WINDOW_S}" if window else "")
         if window:
-            wait_for(marker.exists, lambda: alive(pid), f"the {kind} window")
+            wait_for(marker.exists, pid, f"the {kind} window")
         else:
             time.sleep(rng.uniform(0.0, 1.0) if kind == "early" else rng.uniform(0.5, 4.0))
         killed += runner.kill(pid)
@@ -215,7 +215,7 @@ def test_eval_killed_8_times_ends_equal_to_an_uninterrupted_evaluation(runner, t
         window = kind.startswith("eval_")
         pid, _, marker = runner.start(argv, delay=f"{kind}:{WINDOW_S}" if window else "")
         if window:
-            wait_for(marker.exists, lambda: alive(pid), f"the {kind} window")
+            wait_for(marker.exists, pid, f"the {kind} window")
         else:
             time.sleep(rng.uniform(0.0, 1.0) if kind == "early" else rng.uniform(0.5, 4.0))
         killed += runner.kill(pid)
@@ -263,7 +263,7 @@ def test_ablation_grid_killed_mid_arm_ends_with_the_uninterrupted_table(runner, 
     for kind in ["checkpoint", "eval_part", "ablation_results", "eval_summary"]:
         pid, _, marker = runner.start([str(out), "g"], call="tests.test_kill_loops:run_grid",
                                       delay=f"{kind}:{WINDOW_S}")
-        wait_for(marker.exists, lambda: alive(pid), f"the {kind} window")
+        wait_for(marker.exists, pid, f"the {kind} window")
         assert runner.kill(pid)
         if (out / "ablation-g" / "results.parquet").exists():
             assert _table(out).equals(want.head(_table(out).height))   # rows so far: finished arms only
@@ -309,7 +309,7 @@ def fill(mnt: Path, leave: int = 0) -> Path:
 def fail_in_window(runner, argv, window: str, act, run: Path, symbol: str) -> str:
     """Launch, wait for `window`, act on the filesystem, let the launch go on: it must fail cleanly."""
     pid, log, marker = runner.start(argv, delay=f"{window}:1.5")
-    wait_for(marker.exists, lambda: alive(pid), f"the {window} window")
+    wait_for(marker.exists, pid, f"the {window} window")
     act()
     assert runner.wait(pid) == 2, log.read_text()[-3000:]
     err = [line for line in log.read_text().splitlines() if line.startswith("error:")]
@@ -328,15 +328,16 @@ READ_ONLY = [("rollouts", 0), ("checkpoint", 0), ("metrics", 0)]
 def test_full_or_read_only_disk_fails_cleanly_and_the_run_resumes(runner, straight, tmpfs, kind):
     argv = ["train", "--output_dir", str(tmpfs), *TRAIN]
     run = tmpfs / "k"
-    remount = lambda mode: subprocess.run(["mount", "-o", f"remount,{mode}", str(tmpfs)], check=True)  # noqa: E731
+    def remount(mode: str) -> None:
+        subprocess.run(["mount", "-o", f"remount,{mode}", str(tmpfs)], check=True)
+
     errors = []
     for window, leave in FULL if kind == "full" else READ_ONLY:
         before = records.checkpoint_dirs(run) if run.exists() else []
         if kind == "full":
-            filler = []
-            errors.append(fail_in_window(runner, argv, window, lambda: filler.append(fill(tmpfs, leave)), run,
+            errors.append(fail_in_window(runner, argv, window, lambda leave=leave: fill(tmpfs, leave), run,
                                          "ENOSPC"))
-            filler[0].unlink()
+            (tmpfs / "filler").unlink()
         else:
             errors.append(fail_in_window(runner, argv, window, lambda: remount("ro"), run, "EROFS"))
             remount("rw")
