@@ -125,17 +125,20 @@ def run_ablation(base: Config, families: list[str], seeds: list[int] = (0,), tag
                  progress: bool = True) -> pl.DataFrame:
     """Train and evaluate every arm x seed; one row per arm x seed.
 
-    Rows are also written to <output_dir>/ablation-<tag>/results.parquet after every arm (so an
-    interrupted ablation keeps what finished; re-running with the same tag resumes each run),
-    and the seed summary to summary.parquet beside it.
+    Rows are also written to <output_dir>/ablation-<tag>/results.parquet after every arm, atomically.
+    Re-running with the same tag resumes: an arm with a row there (whose run's config.json is this
+    arm's config) is never rerun, a half-finished one resumes its run and its evaluation, so a killed
+    and relaunched ablation ends with the table of an uninterrupted one. The seed summary goes to
+    summary.parquet beside it.
     """
-    from igrpo_core.experiments import train_and_evaluate
     tag = new_tag(tag)
     arms, notes = plan(base, families)
     for n in notes:
         print(n)
     out_dir = ablation_dir(base, tag)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with records.writing(out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
+    previous = _finished_rows(out_dir)
     varying = {fam: _varying([c for f, _, c in arms if f == fam]) for fam in {f for f, _, _ in arms}}
     done: dict[str, dict] = {}   # resolved config (without run_name) -> metrics of its run
     rows = []
@@ -144,13 +147,7 @@ def run_ablation(base: Config, families: list[str], seeds: list[int] = (0,), tag
             cfg = cfg.replace(seed=seed, run_name=f"{tag}-{_slug(fam)}-{_slug(arm)}-s{seed}")
             key = json.dumps({k: v for k, v in cfg.to_dict().items() if k != "run_name"}, sort_keys=True)
             if key not in done:
-                run_dir, ev, train_s = train_and_evaluate(cfg, progress=progress)
-                m = records.read_metrics(run_dir)
-                done[key] = {"run_dir": str(run_dir), "eval_avg@k": ev["metrics"]["macro_avg"]["avg@k"],
-                             "final_reward": _final(m, "reward_mean"), "final_accuracy": _final(m, "accuracy_mean"),
-                             "final_entropy": _final(m, "entropy"), "refine_gain": _final(m, "refine_gain"),
-                             "reward_failures": m["reward_failures"].sum() if "reward_failures" in m.columns else None,
-                             "train_time_s": train_s}
+                done[key] = _reuse(previous.get((fam, arm, seed)), cfg) or _train_arm(cfg, progress)
             row = {"family": fam, "arm": arm, "seed": seed, "algo": cfg.algo,
                    "rollouts": f"{cfg.num_drafts}+{cfg.num_refinements}" if cfg.algo == "igrpo"
                    else str(cfg.num_generations)}
@@ -158,12 +155,56 @@ def run_ablation(base: Config, families: list[str], seeds: list[int] = (0,), tag
                 v = None if k == "num_drafts" and cfg.algo != "igrpo" else getattr(cfg, k)  # GRPO has no drafts
                 row[k] = "+".join(map(str, v)) if isinstance(v, list) else v
             rows.append({**row, **done[key]})
-            pl.DataFrame(rows, infer_schema_length=None).write_parquet(out_dir / "results.parquet")
+            _write(out_dir / "results.parquet", pl.DataFrame(rows, infer_schema_length=None))
     if not rows:
         raise ValueError("no runnable arms: " + "; ".join(notes))
     df = pl.DataFrame(rows, infer_schema_length=None)
-    summarize(df).write_parquet(out_dir / "summary.parquet")
+    _write(out_dir / "summary.parquet", summarize(df))
     return df
+
+
+RUN_METRICS = ("run_dir", "eval_avg@k", "final_reward", "final_accuracy", "final_entropy", "refine_gain",
+               "reward_failures", "train_time_s")
+
+
+def _train_arm(cfg: Config, progress: bool) -> dict:
+    """Train (or resume) one arm's run and evaluate it: its RUN_METRICS."""
+    from igrpo_core.experiments import train_and_evaluate
+    run_dir, ev, _ = train_and_evaluate(cfg, progress=progress)
+    m = records.read_metrics(run_dir)
+    # train time from the run's records (the sum of its step times), not this attempt's wall clock:
+    # a run resumed after a kill reports its whole training, not what was left of it
+    return {"run_dir": str(run_dir), "eval_avg@k": ev["metrics"]["macro_avg"]["avg@k"],
+            "final_reward": _final(m, "reward_mean"), "final_accuracy": _final(m, "accuracy_mean"),
+            "final_entropy": _final(m, "entropy"), "refine_gain": _final(m, "refine_gain"),
+            "reward_failures": m["reward_failures"].sum() if "reward_failures" in m.columns else None,
+            "train_time_s": m["step_time_s"].sum() if "step_time_s" in m.columns else None}
+
+
+def _finished_rows(out_dir: Path) -> dict[tuple, dict]:
+    """(family, arm, seed) -> row of an earlier attempt's results.parquet (none if there is none)."""
+    path = out_dir / "results.parquet"
+    if not path.exists():
+        return {}
+    return {(r["family"], r["arm"], r["seed"]): r for r in records.read_parquet(path).to_dicts()}
+
+
+def _reuse(row: dict | None, cfg: Config) -> dict | None:
+    """An earlier attempt's RUN_METRICS for this arm, if its run was trained with this very config."""
+    if row is None or not row.get("run_dir"):
+        return None
+    cfg_path = Path(row["run_dir"]) / "config.json"
+    if not cfg_path.exists():
+        return None
+    old = {k: v for k, v in records.read_json(cfg_path).items() if k != "run_name"}
+    new = json.loads(json.dumps({k: v for k, v in cfg.to_dict().items() if k != "run_name"}, default=str))
+    if old != new:
+        return None
+    return {k: row.get(k) for k in RUN_METRICS}
+
+
+def _write(path: Path, df: pl.DataFrame) -> None:
+    records.atomic_write(path, lambda p: df.write_parquet(p), window="ablation_results")
 
 
 METRICS = ("eval_avg@k", "final_reward", "final_accuracy", "final_entropy", "refine_gain", "train_time_s")

@@ -112,7 +112,9 @@ def _prepare_dir(out_dir: Path, fingerprint: dict, resume: bool) -> None:
     """Start fresh, or resume only an evaluation with the same fingerprint."""
     cfg_path = out_dir / "eval_config.json"
     if not resume:
-        for p in (out_dir / "parts", out_dir / "samples.parquet", out_dir / "summary.json",
+        # summary.json, which marks an evaluation finished, goes first: a kill midway must not leave
+        # the old samples looking like a finished evaluation
+        for p in (out_dir / "summary.json", out_dir / "samples.parquet", out_dir / "parts",
                   out_dir / "skipped.parquet", out_dir / "provenance.json", cfg_path):
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
     elif not cfg_path.exists() and any((out_dir / "parts").glob("*.parquet")):
@@ -124,7 +126,8 @@ def _prepare_dir(out_dir: Path, fingerprint: dict, resume: bool) -> None:
         if diff:
             raise ValueError(f"{out_dir} holds an evaluation with different settings ({', '.join(diff)}); "
                              "choose another output directory or pass resume=False (--resume false)")
-    (out_dir / "parts").mkdir(parents=True, exist_ok=True)
+    with records.writing(out_dir / "parts"):
+        (out_dir / "parts").mkdir(parents=True, exist_ok=True)
     records.write_json(cfg_path, fingerprint)
     for tmp in (out_dir / "parts").glob("*.tmp"):  # a part half-written when interrupted
         tmp.unlink()
@@ -211,7 +214,8 @@ def _run_chunk(engine, tokenizer, part: Path, name: str, chunk, prompts, ci: int
     outs, drafts = generate_chunk(engine, tokenizer, chunk, prompts, k, st.params(name, ci), st)
     t1 = time.perf_counter()
     rows = chunk_rows(name, chunk, k, st.label, outs, drafts, timeout_s=timeout_s, workers=workers)
-    records.atomic_write(part, lambda p: pl.DataFrame(rows, schema=SAMPLE_SCHEMA).write_parquet(p))
+    records.atomic_write(part, lambda p: pl.DataFrame(rows, schema=SAMPLE_SCHEMA).write_parquet(p),
+                         window="eval_part")
     speed["gen_s"] += t1 - t0
     speed["check_s"] += time.perf_counter() - t1
     speed["problems"] += len(chunk)
@@ -282,7 +286,7 @@ def _finish(out_dir: Path, plans: dict, chunk_size: int, protocol: dict, model_n
              for ci in range(-(-len(kept) // chunk_size))]
     frames = [pl.read_parquet(p) for p in parts]
     samples = pl.concat(frames) if frames else pl.DataFrame(schema=SAMPLE_SCHEMA)
-    records.atomic_write(out_dir / "samples.parquet", lambda p: samples.write_parquet(p))
+    records.atomic_write(out_dir / "samples.parquet", lambda p: samples.write_parquet(p), window="eval_samples")
     metrics = summarize(samples)
     for name, (kept, _, skip) in plans.items():
         m = metrics.setdefault(name, {"problems": 0, "samples_per_problem": 0, "avg@k": None})
@@ -298,7 +302,7 @@ def _finish(out_dir: Path, plans: dict, chunk_size: int, protocol: dict, model_n
                "samples_per_s": speed["samples"] / elapsed if speed["samples"] else None,
                "generated_tokens_per_s": speed["tokens"] / speed["gen_s"] if speed["gen_s"] else None,
                "generation_s": speed["gen_s"], "answer_check_s": speed["check_s"]}
-    records.write_json(out_dir / "summary.json", summary)
+    records.write_json(out_dir / "summary.json", summary, window="eval_summary")
     return summary
 
 

@@ -42,6 +42,8 @@ from typing import NamedTuple
 
 import polars as pl
 
+from igrpo_core import diskio
+from igrpo_core.diskio import DiskWriteError, test_pause, writing  # noqa: F401 (re-exported)
 from igrpo_core.options import METRIC_COLUMNS
 
 ROLLOUT_SCHEMA = {
@@ -108,14 +110,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 RUN_CONTROL_KEYS = {"max_steps", "resume", "save_steps", "save_total_limit"}
 
 
-def atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+def atomic_write(path: Path, write, window: str | None = None) -> None:
+    """write(tmp), then rename over path; filesystem failures name the path (diskio.atomic_write)."""
+    diskio.atomic_write(path, write, window)
 
 
-def write_json(path: Path, obj) -> None:
-    atomic_write(Path(path), lambda p: p.write_text(json.dumps(obj, indent=2, default=str)))
+def write_json(path: Path, obj, window: str | None = None) -> None:
+    atomic_write(Path(path), lambda p: p.write_text(json.dumps(obj, indent=2, default=str)), window)
 
 
 def read_json(path: Path):
@@ -124,7 +125,8 @@ def read_json(path: Path):
 
 def init_run_dir(run_dir: Path, config: dict) -> None:
     """Create the directory and write the resolved config first. An existing config must match."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with writing(run_dir):
+        run_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = run_dir / "config.json"
     if cfg_path.exists():
         old = read_json(cfg_path)
@@ -133,7 +135,8 @@ def init_run_dir(run_dir: Path, config: dict) -> None:
             raise ValueError(f"{run_dir} holds a run with a different config (keys {sorted(diff)}); "
                              "choose another run_name or delete the directory")
     write_json(cfg_path, config)
-    (run_dir / "rollouts").mkdir(exist_ok=True)
+    with writing(run_dir / "rollouts"):
+        (run_dir / "rollouts").mkdir(exist_ok=True)
 
 
 def append_provenance(directory: Path, entry: dict) -> None:
@@ -170,14 +173,22 @@ def _flatten(d: dict, prefix: str) -> dict:
 
 
 def write_status(run_dir: Path, state: str, step: int, max_steps: int, error: str | None = None) -> None:
-    write_json(run_dir / "status.json", {"state": state, "step": step, "max_steps": max_steps,
-                                         "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), "error": error})
+    """status.json. Recording a failure is best effort: when the disk that failed the run cannot take
+    status.json either, a warning says so and the run's own error (not this one) is what gets raised."""
+    obj = {"state": state, "step": step, "max_steps": max_steps,
+           "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), "error": error}
+    try:
+        write_json(run_dir / "status.json", obj, window="status")
+    except OSError as exc:
+        if state not in ("failed", "interrupted"):
+            raise
+        print(f"warning: could not record state {state!r} in status.json: {exc}", file=sys.stderr)
 
 
 def write_rollouts(run_dir: Path, step: int, rows: list[dict]) -> None:
     df = pl.DataFrame([{k: r.get(k) for k in ROLLOUT_SCHEMA} for r in rows], schema=ROLLOUT_SCHEMA)
     path = run_dir / "rollouts" / f"step_{step:06d}.parquet"
-    atomic_write(path, lambda p: df.write_parquet(p))
+    atomic_write(path, lambda p: df.write_parquet(p), window="rollouts")
 
 
 def append_metrics(run_dir: Path, row: dict) -> None:
@@ -194,7 +205,7 @@ def append_metrics(run_dir: Path, row: dict) -> None:
                        schema={k: pl.Int64 if k == "step" else pl.Float64 for k in METRIC_COLUMNS})
     if path.exists():
         new = pl.concat([pl.read_parquet(path), new], how="diagonal_relaxed")
-    atomic_write(path, lambda p: new.write_parquet(p))
+    atomic_write(path, lambda p: new.write_parquet(p), window="metrics")
 
 
 def truncate_after(run_dir: Path, step: int) -> None:
@@ -250,8 +261,21 @@ def checkpoint_dirs(run_dir: Path) -> list[Path]:
     return sorted(ckpts, key=lambda p: int(p.name[5:]))
 
 
+def finish_checkpoint(ckpt: Path, state: dict) -> None:
+    """Mark a written checkpoint complete: its files synced to disk first, then trainer_state.json
+    (written last, atomically: a kill or a full disk before it leaves a partial checkpoint, which
+    checkpoint_dirs ignores and the next save removes)."""
+    with writing(ckpt):
+        diskio.sync_tree(ckpt)
+    test_pause("checkpoint", ckpt)
+    write_json(ckpt / "trainer_state.json", state)
+
+
 def prune_checkpoints(run_dir: Path, keep: int) -> None:
     for old in checkpoint_dirs(run_dir)[:-keep]:
+        # the completion mark goes first: a kill inside rmtree (which deletes in directory order)
+        # must leave a partial checkpoint, never one still marked complete without its weights
+        (old / "trainer_state.json").unlink(missing_ok=True)
         shutil.rmtree(old, ignore_errors=True)
     for partial in (Path(run_dir) / "checkpoints").glob("step_*"):  # left by a crash mid-save
         if not (partial / "trainer_state.json").exists():

@@ -177,14 +177,15 @@ class Trainer:
         if not self.dist.is_main:   # parameters and optimizer state are identical on every process
             self.dist.barrier()
             return ckpt
-        ckpt.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(ckpt / "model", safe_serialization=True, state_dict=model_state)
-        self.tokenizer.save_pretrained(ckpt / "model")
-        torch.save({"optimizer": opt_state, "scheduler": self.sched.state_dict(),
-                    "rng_torch": torch.get_rng_state(), "rng_python": random.getstate(),
-                    "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-                   ckpt / "state.pt")
-        records.write_json(ckpt / "trainer_state.json", {"step": self.step})  # written last: marks complete
+        with records.writing(ckpt):   # a full or read-only disk: an error naming the checkpoint and errno
+            ckpt.mkdir(parents=True, exist_ok=True)
+            self.model.save_pretrained(ckpt / "model", safe_serialization=True, state_dict=model_state)
+            self.tokenizer.save_pretrained(ckpt / "model")
+            torch.save({"optimizer": opt_state, "scheduler": self.sched.state_dict(),
+                        "rng_torch": torch.get_rng_state(), "rng_python": random.getstate(),
+                        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+                       ckpt / "state.pt")
+        records.finish_checkpoint(ckpt, {"step": self.step})  # synced, then trainer_state.json: complete
         records.prune_checkpoints(self.run_dir, self.cfg.save_total_limit)
         self.dist.barrier()
         return ckpt

@@ -28,6 +28,7 @@ LAYERS = [
     "paper_models", # the paper's Table 1 models: hub ids and shapes
     "config",       # the one Config dataclass, presets, files and flags
     "data",         # datasets by spec: tiny world, bundled benchmarks, user files
+    "diskio",       # atomic writes, filesystem errors that name path and errno, the test-only delay
     "records",      # run and evaluation directories: schemas, atomic writes, readers
     "metrics",      # pass@k, maj@k, per-set summaries (torch-free)
     "trackers",     # report_to: step metrics mirrored to TensorBoard, trackio, wandb (optional packages)
@@ -58,7 +59,7 @@ LAYERS = [
     "cli",          # `igrpo train|eval|compare`
     "__main__",
 ]
-TORCH_FREE = {"options", "records", "metrics", "analysis"}
+TORCH_FREE = {"options", "diskio", "records", "metrics", "analysis"}
 
 
 def imports_of(path: Path) -> tuple[set[str], set[str]]:
