@@ -44,15 +44,21 @@ def display_table(arms: pl.DataFrame) -> pl.DataFrame:
     return pl.DataFrame(rows, infer_schema_length=None)
 
 
-def _bars(arms: pl.DataFrame, metrics: list[tuple[str, str]], title: str, ytitle: str, yrange=None) -> go.Figure:
-    """Grouped bars: x = figure, one bar per arm, error bars = sd over seeds."""
+def _bars(arms: pl.DataFrame, metrics: list[tuple[str, str]], title: str, ytitle: str, yrange=None,
+          fmt: str = ".3f") -> go.Figure:
+    """Grouped bars: x = figure, one bar per arm (arms without any of the figures left out, so a GRPO
+    arm draws no fix bars), error bars = sd over seeds; the value is written inside the bar."""
     fig = go.Figure()
     for i, r in enumerate(arms.iter_rows(named=True)):
+        if not any(r.get(f"{c}_n") for c, _ in metrics):
+            continue
         fig.add_trace(go.Bar(
             x=[label for _, label in metrics], y=[r.get(f"{c}_mean") for c, _ in metrics],
-            error_y=dict(type="data", array=[r.get(f"{c}_sd") or 0.0 for c, _ in metrics], visible=True),
+            error_y=dict(type="data", array=[r.get(f"{c}_sd") or 0.0 for c, _ in metrics], visible=True,
+                         color="#333", thickness=1.5, width=6),
             name=plot_text(r["arm"]), marker_color=COLORS[i % len(COLORS)],
-            texttemplate="%{y:.3f}", textposition="outside"))
+            texttemplate=f"%{{y:{fmt}}}", textposition="inside", insidetextanchor="end",
+            textfont=dict(color="white")))
     fig.update_layout(barmode="group", height=360, margin=dict(l=10, r=10, t=40, b=10), template="plotly_white",
                       title=dict(text=title, x=0.01), yaxis=dict(title=ytitle, range=yrange),
                       legend=dict(orientation="h", y=-0.18))
@@ -87,7 +93,7 @@ def arms_page(ctx: Ctx) -> None:
     with c2:
         if arms["fixes_n"].sum() if "fixes_n" in arms.columns else 0:
             st.plotly_chart(_bars(arms, [("fixes", "fixes"), ("breaks", "breaks")],
-                                  "Fixes vs breaks per run (iGRPO)", "refinements"),
+                                  "Fixes vs breaks per run (iGRPO)", "refinements", fmt=".1f"),
                             key="arms_chart_fix", config={"displaylogo": False})
         else:
             st.info("No fixes or breaks: no run here has iGRPO rollout records (drafts and refinements).")

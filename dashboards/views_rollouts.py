@@ -21,9 +21,9 @@ from igrpo_core import analysis
 # throughout (two different 5,000-char texts: 1.9 s; 50,000: 241 s; one 10 MB text against a short one: 1 s).
 DIFF_LIMIT = 5_000
 
-ROW_COLS = ["sample_index", "is_chosen_draft", "selection_reason", "reward", "advantage", "extracted", "completion", "reward_accuracy",
-            "reward_format", "reward_judge", "reward_status", "finish_reason", "completion_tokens", "prompt_tokens",
-            "draft_truncated"]
+ROW_COLS = ["sample_index", "is_chosen_draft", "selection_reason", "reward", "advantage", "extracted", "completion",
+            "reward_accuracy", "reward_format", "reward_judge", "reward_status", "finish_reason", "completion_tokens",
+            "prompt_tokens", "draft_truncated"]
 
 
 def _table(df: pl.DataFrame, key: str, drop: tuple[str, ...] = ()) -> None:

@@ -151,21 +151,29 @@ def entropy_table(marks: dict[str, dict], fractions: list[float]) -> pl.DataFram
 
 
 SYMBOLS = ["diamond", "square", "triangle-down", "x", "star", "circle-open"]
+TEXT_POS = ["top center", "bottom center", "middle right", "middle left"]
 
 
 def _mark_entropy(fig: go.Figure, marks: dict[str, dict], fractions: list[float], runs: list[str],
                   rng: tuple[int, int]) -> None:
-    """Markers on the entropy plot at each run's first step under f x start, labelled 'f×'."""
+    """Markers on the entropy plot at each run's first step under f x start, labelled 'f×' (fractions
+    reached at the same step share one marker; runs' labels sit on different sides to overlap less)."""
     for ri, run in enumerate(runs):
         d = marks.get(run)
-        hits = [(f, d[f]) for f in fractions if d and d[f] and rng[0] <= d[f][0] <= rng[1]]
-        for k, (f, (step, value)) in enumerate(hits):
+        at: dict[int, list] = {}
+        for f in fractions:
+            if d and d[f] and rng[0] <= d[f][0] <= rng[1]:
+                at.setdefault(d[f][0], []).append(f)
+        for step, fs in at.items():
+            label = " ".join(f"{f:g}×" for f in fs)
             fig.add_trace(go.Scatter(
-                x=[step], y=[value], mode="markers+text", text=[f"{f:g}×"], textposition="top center",
-                marker=dict(size=11, symbol=SYMBOLS[fractions.index(f) % len(SYMBOLS)],
+                x=[step], y=[d[fs[0]][1]], mode="markers+text", text=[label],
+                textposition=TEXT_POS[ri % len(TEXT_POS)], textfont=dict(color=COLORS[ri % len(COLORS)], size=11),
+                marker=dict(size=12, symbol=SYMBOLS[fractions.index(fs[-1]) % len(SYMBOLS)],
                             color=COLORS[ri % len(COLORS)], line=dict(color="#000", width=1)),
-                name=plot_text(f"{run} · first < {f:g}× start"), legendgroup=run, showlegend=False,
-                hovertemplate=f"first step under {f:g}× start: %{{x}}<br>entropy %{{y:.3f}}<extra></extra>"))
+                name=plot_text(f"{run} · first < {label} start"), legendgroup=run, showlegend=False,
+                hovertemplate=plot_text(run) + f"<br>first step under {label} start: %{{x}}<br>"
+                              "entropy %{y:.3f}<extra></extra>"))
 
 
 def curves(ctx: Ctx) -> None:
@@ -187,6 +195,12 @@ def curves(ctx: Ctx) -> None:
     if bad:
         st.caption("Ignored (not a number between 0 and 1): " + ", ".join(map(md, bad)))
     marks = entropy_marks({n: m.sort("step") for n, m in frames.items()}, fractions)
+    if marks and fractions:
+        st.caption("Entropy: the first step under each fraction of its start (raw values over the whole run, "
+                   "NaN steps skipped; marked on the Entropy plot below).")
+        st.dataframe(clip_frame(entropy_table(marks, fractions)), hide_index=True, key="entropy_drops",
+                     column_config={c: st.column_config.NumberColumn(c, format="%.3f")
+                                    for c in ("entropy at start", "entropy at end")})
     lo = min(int(m["step"].min()) for m in frames.values())
     hi = max(int(m["step"].max()) for m in frames.values())
     c1, c2 = st.columns([3, 1])
@@ -207,9 +221,4 @@ def curves(ctx: Ctx) -> None:
         for col, (title, fig) in zip(cols, figs[i:i + 2]):
             with col:
                 st.plotly_chart(fig, key=f"curve_{title}", config={"displaylogo": False})
-    if marks and fractions:
-        st.markdown("**Entropy: first step under a fraction of its start** (raw values, whole run; "
-                    "marked on the entropy plot)")
-        st.dataframe(clip_frame(entropy_table(marks, fractions)), hide_index=True, key="entropy_drops",
-                     column_config={c: st.column_config.NumberColumn(c, format="%.3f")
-                                    for c in ("entropy at start", "entropy at end")})
+

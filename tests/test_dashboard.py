@@ -22,7 +22,7 @@ from streamlit.testing.v1 import AppTest
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "dashboards" / "app.py"
 SCRIPT = "<script>alert('x')</script><b>bold</b>"
-PAGES = ["Runs", "Curves", "Rollouts", "Near misses", "Evaluation"]
+PAGES = ["Runs", "Arms", "Curves", "Rollouts", "Near misses", "Evaluation"]
 
 _BUILT: dict[str, Path] = {}
 
