@@ -2,9 +2,11 @@
 
     streamlit run dashboards/app.py -- --runs runs        (or IGRPO_RUNS=runs; default ./runs)
 
-Pages: runs overview and comparison, training curves, rollout browser, near-miss fixes, evaluation.
+Pages: runs overview and comparison, arms side by side (runs grouped by config, mean ± sd over
+seeds), training curves, rollout browser, near-miss fixes, evaluation.
 Reads run directories only (igrpo_core.records / analysis, polars) and never imports torch or
-transformers. Model output is shown as text (st.code / st.text / st.dataframe), never as HTML.
+transformers. Model output is shown as text (st.code / st.text / st.dataframe); the one HTML view, the inline
+refinement diff, escapes every token first (dashboards/textdiff.py, common.show_html).
 Run folders are untrusted: a file that cannot be read, or a symlink out of the runs folder (never
 followed), is named in a warning at the top of every page and left out (dashboards/loaders.py).
 Run it from the repository root so that .streamlit/config.toml (localhost only) applies.
@@ -22,11 +24,12 @@ if str(ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from dashboards import loaders, views_eval, views_rollouts, views_runs  # noqa: E402
+from dashboards import loaders, views_arms, views_eval, views_rollouts, views_runs  # noqa: E402
 from dashboards.common import Ctx, default_runs_dir, md, show_problems  # noqa: E402
 
 PAGES = {
     "Runs": views_runs.overview,
+    "Arms": views_arms.arms_page,
     "Curves": views_runs.curves,
     "Rollouts": views_rollouts.rollout_browser,
     "Near misses": views_rollouts.near_miss_page,

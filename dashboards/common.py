@@ -1,7 +1,9 @@
 """What every page gets (the runs directory, its runs, the selected runs) and small display helpers.
 
 Model output is untrusted text: `show_text` is the one way pages print it (st.code, no highlighting,
-so nothing is interpreted as markdown or HTML). Any other untrusted value passed to a markdown-rendering
+so nothing is interpreted as markdown or HTML). The one exception is the inline refinement diff:
+`show_html` renders a textdiff.SafeHtml (every token escaped before it was wrapped in <ins>/<del>)
+with st.html, which also sanitises (DOMPurify) and never runs scripts; it refuses any other string. Any other untrusted value passed to a markdown-rendering
 call (st.caption, st.info, st.warning, expander labels) goes through `md` (inline code, one line).
 Plotly renders a few HTML-like tags in names and labels, so run and dataset names go through
 `plot_text`. Long text is clipped for display (`clip`, `clip_frame`), never on disk: a 10 MB
@@ -19,6 +21,7 @@ import polars as pl
 import streamlit as st
 
 from dashboards import loaders
+from dashboards.textdiff import SafeHtml
 
 
 @dataclass
@@ -74,6 +77,13 @@ def show_text(text, *, height: int | None = None) -> None:
     body = clip(full)
     st.code(body if body else "(empty)", language=None, wrap_lines=True,
             height=height if height else (SCROLL_HEIGHT if len(body) > SCROLL_AFTER else "content"))
+
+
+def show_html(body: SafeHtml) -> None:
+    """The dashboard's only HTML sink: accepts only HTML that textdiff built from escaped text."""
+    if not isinstance(body, SafeHtml):
+        raise TypeError(f"show_html renders textdiff.SafeHtml only, not {type(body).__name__}")
+    st.html(body)
 
 
 def show_problems(root: Path, problems: list) -> None:

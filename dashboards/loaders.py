@@ -203,6 +203,16 @@ def near_misses(run_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
             pl.concat(counts, how="diagonal_relaxed").sort("step") if counts else pl.DataFrame())
 
 
+def arm_row(run_dir: Path) -> dict:
+    """analysis.arm_run_row of one run from its cached records (config, metrics, evaluations, near misses)."""
+    run_dir = Path(run_dir)
+    base = run_dir / "eval"
+    evals = {} if records.escapes(base, run_dir.parent) else {
+        d.relative_to(base).as_posix(): _read_json(d / "summary.json", run_dir.parent) for d in records.eval_dirs(base)}
+    _, counts = near_misses(run_dir)
+    return analysis.arm_run_row(run_dir.name, config(run_dir), metrics(run_dir), evals, counts)
+
+
 # --- evaluations --------------------------------------------------------------------------------
 
 def find_evals(root: Path, runs: list[Path]) -> dict[str, Path]:

@@ -1,7 +1,10 @@
 """Pages 3 and 4: the rollout browser (one prompt of one step) and near-miss fixes over training.
 
 All completions, drafts, prompts and extracted answers go through st.dataframe or show_text
-(st.code): they are shown as text, never rendered.
+(st.code): they are shown as text, never rendered. The one HTML view, the inline draft-vs-refinement
+diff, is textdiff.inline_diff's escaped output through common.show_html. On iGRPO groups the page
+shows which draft stage 2 refined, by which draft_selection rule and why (the recorded
+selection_reason), among the group's draft rewards.
 """
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import polars as pl
 import streamlit as st
 
 from dashboards import loaders, textdiff
-from dashboards.common import Ctx, clip, clip_frame, fmt, md, pick_run, show_text
+from dashboards.common import Ctx, clip, clip_frame, fmt, md, pick_run, show_html, show_text
 from dashboards.views_runs import step_axis
 from igrpo_core import analysis
 
@@ -18,9 +21,9 @@ from igrpo_core import analysis
 # throughout (two different 5,000-char texts: 1.9 s; 50,000: 241 s; one 10 MB text against a short one: 1 s).
 DIFF_LIMIT = 5_000
 
-ROW_COLS = ["sample_index", "is_chosen_draft", "reward", "advantage", "extracted", "completion", "reward_accuracy",
-            "reward_format", "reward_judge", "reward_status", "finish_reason", "completion_tokens", "prompt_tokens",
-            "draft_truncated"]
+ROW_COLS = ["sample_index", "is_chosen_draft", "selection_reason", "reward", "advantage", "extracted", "completion",
+            "reward_accuracy", "reward_format", "reward_judge", "reward_status", "finish_reason", "completion_tokens",
+            "prompt_tokens", "draft_truncated"]
 
 
 def _table(df: pl.DataFrame, key: str, drop: tuple[str, ...] = ()) -> None:
@@ -81,13 +84,50 @@ def rollout_browser(ctx: Ctx) -> None:
             st.caption(_label(r, True) + f" · {md(r['finish_reason'])} · {r['completion_tokens']} tokens")
             show_text(r["completion"])
         return
-    _igrpo_group(drafts, trained)
+    _igrpo_group(drafts, trained, loaders.config(ctx.by_name[run]).get("draft_selection"))
 
 
-def _igrpo_group(drafts: pl.DataFrame, trained: pl.DataFrame) -> None:
+def _selection_figure(choice: dict) -> go.Figure:
+    """The group's draft rewards as bars, the chosen one highlighted and labelled."""
+    rows = choice["rows"]
+    verdict = {True: "right", False: "wrong", None: ""}
+    fig = go.Figure(go.Bar(
+        x=[f"#{r['sample_index']}" for r in rows], y=[r["reward"] for r in rows],
+        marker_color=["#ff7f0e" if r["chosen"] else "#9db4cc" for r in rows],
+        marker_line=dict(color=["#333" if r["chosen"] else "rgba(0,0,0,0)" for r in rows], width=2),
+        text=[("chosen · " if r["chosen"] else "") + verdict[r["correct"]] for r in rows], textposition="outside",
+        hovertemplate="draft %{x}<br>reward %{y:.3f}<br>%{text}<extra></extra>"))
+    ys = [r["reward"] for r in rows if isinstance(r["reward"], (int, float))]
+    top = max(ys + [0.0])
+    fig.update_layout(height=260, margin=dict(l=10, r=10, t=40, b=10), template="plotly_white", showlegend=False,
+                      title=dict(text="Draft rewards (orange: the draft stage 2 refined)", x=0.01),
+                      yaxis=dict(title="reward", range=[min(ys + [0.0]), top * 1.25 + 0.1]), xaxis_title="draft")
+    return fig
+
+
+def _selection_panel(drafts: pl.DataFrame, rule: str | None) -> None:
+    choice = analysis.draft_choice(drafts, rule)
+    st.markdown("**Draft selection**")
+    c1, c2 = st.columns([1, 2])
+    with c1:
+        st.metric("Chosen draft", "–" if choice["chosen"] is None else f"#{choice['chosen']}",
+                  help="sample_index of the draft that stage 2 refined")
+        st.caption(f"rule (draft_selection): {md(choice['rule'])}")
+        if choice["rank"] is not None:
+            st.caption(f"reward rank {choice['rank']} of {len(choice['rows'])}"
+                       + (f" · drafts: {choice['mix']}" if choice["mix"] else ""))
+        st.caption("Why (selection_reason):")
+        st.text(clip(choice["reason"], 2000))
+    with c2:
+        if choice["rows"]:
+            st.plotly_chart(_selection_figure(choice), key="rb_selection_chart", config={"displaylogo": False})
+
+
+def _igrpo_group(drafts: pl.DataFrame, trained: pl.DataFrame, rule: str | None = None) -> None:
     chosen_rows = drafts.filter(pl.col("is_chosen_draft").fill_null(False))
     chosen = chosen_rows.row(0, named=True) if chosen_rows.height else None
     st.subheader(f"Stage 1 — drafts ({drafts.height})")
+    _selection_panel(drafts, rule)
     _table(drafts, "rb_drafts", drop=("advantage", "draft_truncated"))
     if chosen:
         st.caption(f"Chosen draft {_label(chosen, False)} · {md(chosen['finish_reason'])} · "
@@ -116,10 +156,14 @@ def _igrpo_group(drafts: pl.DataFrame, trained: pl.DataFrame) -> None:
 def _diff(left: str, right: str, left_name: str, right_name: str) -> None:
     long = max(len(left or ""), len(right or "")) > DIFF_LIMIT
     left, right = (clip(left, DIFF_LIMIT), clip(right, DIFF_LIMIT)) if long else (left or "", right or "")
+    inline, stats = textdiff.inline_diff(left, right, DIFF_LIMIT)
+    st.caption(f"Inline diff of the {right_name} against the {left_name}: struck-through red = removed, "
+               f"green = added ({stats['removed_words']} word(s) removed, {stats['added_words']} added; "
+               f"similarity {stats['ratio']:.2f})." + (f" Texts over {DIFF_LIMIT} characters are compared on "
+                                                       "their first ones (difflib is quadratic)." if long else ""))
+    show_html(inline)
     a, b, ratio = textdiff.word_diff(left, right)
-    st.caption(f"Word diff: [-removed-] from the {left_name}, {{+added+}} in the {right_name}; "
-               f"similarity {ratio:.2f}." + (f" Texts over {DIFF_LIMIT} characters are compared on their "
-                                             "first ones (difflib is quadratic)." if long else ""))
+    st.caption(f"Side by side: [-removed-] from the {left_name}, {{+added+}} in the {right_name}.")
     c1, c2 = st.columns(2)
     with c1:
         st.caption(left_name)

@@ -1,4 +1,9 @@
-"""Pages 1 and 2: the runs table with a multi-run comparison, and training curves overlaid per run."""
+"""Pages 1 and 2: the runs table with a multi-run comparison, and training curves overlaid per run.
+
+The curves page also marks, on the entropy plot and in a table, the first step where each run's
+entropy fell under given fractions of its start (analysis.entropy_first_below; raw values, not the
+smoothed ones, and over the whole run, not the chosen step range).
+"""
 from __future__ import annotations
 
 import plotly.graph_objects as go
@@ -120,6 +125,62 @@ def _figure(title: str, ytitle: str, series: list[tuple], frames: dict[str, pl.D
     return fig
 
 
+def parse_fractions(text: str) -> tuple[list[float], list[str]]:
+    """'0.9, 0.75 0.5' -> ([0.9, 0.75, 0.5], []); entries that are not numbers in (0, 1) come back apart.
+    Duplicates are dropped; the order is kept."""
+    good, bad = [], []
+    for tok in (t for t in (text or "").replace(",", " ").split() if t):
+        try:
+            f = float(tok)
+        except ValueError:
+            bad.append(tok)
+            continue
+        if 0 < f < 1:
+            good += [] if f in good else [f]
+        else:
+            bad.append(tok)
+    return good, bad
+
+
+def entropy_marks(frames: dict[str, pl.DataFrame], fractions: list[float]) -> dict[str, dict]:
+    """run -> analysis.entropy_first_below of its whole metrics frame (runs without entropy left out)."""
+    return {run: analysis.entropy_first_below(m["step"].to_list(), m["entropy"].to_list(), fractions)
+            for run, m in frames.items() if "entropy" in m.columns and m["entropy"].dtype.is_numeric()}
+
+
+def entropy_table(marks: dict[str, dict], fractions: list[float]) -> pl.DataFrame:
+    rows = [{"run": run, "entropy at start": d["start"], "entropy at end": d["final"],
+             **{f"first step < {f:g}× start": (str(d[f][0]) if d[f] else "never") for f in fractions}}
+            for run, d in marks.items()]
+    return pl.DataFrame(rows, infer_schema_length=None)
+
+
+SYMBOLS = ["diamond", "square", "triangle-down", "x", "star", "circle-open"]
+TEXT_POS = ["top center", "bottom center", "middle right", "middle left"]
+
+
+def _mark_entropy(fig: go.Figure, marks: dict[str, dict], fractions: list[float], runs: list[str],
+                  rng: tuple[int, int]) -> None:
+    """Markers on the entropy plot at each run's first step under f x start, labelled 'f×' (fractions
+    reached at the same step share one marker; runs' labels sit on different sides to overlap less)."""
+    for ri, run in enumerate(runs):
+        d = marks.get(run)
+        at: dict[int, list] = {}
+        for f in fractions:
+            if d and d[f] and rng[0] <= d[f][0] <= rng[1]:
+                at.setdefault(d[f][0], []).append(f)
+        for step, fs in at.items():
+            label = " ".join(f"{f:g}×" for f in fs)
+            fig.add_trace(go.Scatter(
+                x=[step], y=[d[fs[0]][1]], mode="markers+text", text=[label],
+                textposition=TEXT_POS[ri % len(TEXT_POS)], textfont=dict(color=COLORS[ri % len(COLORS)], size=11),
+                marker=dict(size=12, symbol=SYMBOLS[fractions.index(fs[-1]) % len(SYMBOLS)],
+                            color=COLORS[ri % len(COLORS)], line=dict(color="#000", width=1)),
+                name=plot_text(f"{run} · first < {label} start"), legendgroup=run, showlegend=False,
+                hovertemplate=plot_text(run) + f"<br>first step under {label} start: %{{x}}<br>"
+                              "entropy %{y:.3f}<extra></extra>"))
+
+
 def curves(ctx: Ctx) -> None:
     st.header("Training curves")
     names = [n for n in ctx.selected if n in ctx.by_name]
@@ -134,6 +195,17 @@ def curves(ctx: Ctx) -> None:
     if not frames:
         st.info("None of the selected runs has finished a step yet.")
         return
+    fractions, bad = parse_fractions(st.text_input("Entropy fractions (mark the first step under f × start)",
+                                                   "0.9, 0.75, 0.5", key="curve_fractions"))
+    if bad:
+        st.caption("Ignored (not a number between 0 and 1): " + ", ".join(map(md, bad)))
+    marks = entropy_marks({n: m.sort("step") for n, m in frames.items()}, fractions)
+    if marks and fractions:
+        st.caption("Entropy: the first step under each fraction of its start (raw values over the whole run, "
+                   "NaN steps skipped; marked on the Entropy plot below).")
+        st.dataframe(clip_frame(entropy_table(marks, fractions)), hide_index=True, key="entropy_drops",
+                     column_config={c: st.column_config.NumberColumn(c, format="%.3f")
+                                    for c in ("entropy at start", "entropy at end")})
     lo = min(int(m["step"].min()) for m in frames.values())
     hi = max(int(m["step"].max()) for m in frames.values())
     c1, c2 = st.columns([3, 1])
@@ -144,6 +216,9 @@ def curves(ctx: Ctx) -> None:
     frames = {n: m.filter(pl.col("step").is_between(rng[0], rng[1])).sort("step") for n, m in frames.items()}
     algos = {n: ctx.algo(n) for n in frames}
     figs = [(t, f) for t, f in ((t, _figure(t, y, s, frames, algos, int(window))) for t, y, s in PANELS) if f]
+    for title, fig in figs:
+        if title == "Entropy":
+            _mark_entropy(fig, marks, fractions, list(frames), rng)
     st.caption("x axis: optimizer step. Line colour = run; line style = series. "
                + ("" if "igrpo" in algos.values() else "Draft, refinement and gain curves appear for iGRPO runs."))
     for i in range(0, len(figs), 2):
@@ -151,3 +226,4 @@ def curves(ctx: Ctx) -> None:
         for col, (title, fig) in zip(cols, figs[i:i + 2]):
             with col:
                 st.plotly_chart(fig, key=f"curve_{title}", config={"displaylogo": False})
+

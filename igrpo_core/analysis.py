@@ -11,6 +11,7 @@ Deliberately left out: anything that needs a model.
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -125,6 +126,33 @@ def group_view(rollouts: pl.DataFrame, step: int, group_index: int) -> dict[str,
             "refinements": g.filter(pl.col("stage").is_in(["refine", "grpo"]))}
 
 
+def draft_choice(drafts: pl.DataFrame, rule: str | None = None) -> dict:
+    """Which draft of one group stage 2 refined, and why (the rollout page's draft-selection panel).
+
+    drafts: the group's draft rows (group_view). rule: the run's draft_selection (config), used when
+    the chosen row has no recorded selection_reason (runs from before it was recorded: rule "best").
+    Returns {chosen: sample_index or None, reason, rule, rank: 1 = highest reward, mix: "a right, b
+    wrong", rows: [{sample_index, reward, correct (None when no correctness reward), chosen}]}.
+    """
+    def correct(r) -> bool | None:
+        v = r.get("reward_accuracy") if r.get("reward_accuracy") is not None else r.get("reward_judge")
+        return None if v is None else v > 0.5
+    rows = [{"sample_index": r["sample_index"], "reward": r.get("reward"), "correct": correct(r),
+             "chosen": bool(r.get("is_chosen_draft"))} for r in drafts.sort("sample_index").iter_rows(named=True)]
+    chosen = next((r for r in rows if r["chosen"]), None)
+    reasons = drafts["selection_reason"].to_list() if "selection_reason" in drafts.columns else []
+    recorded = next((str(x) for x in reasons if x), None)
+    rule = rule or "best"
+    known = [r["correct"] for r in rows if r["correct"] is not None]
+    rank = None
+    if chosen and isinstance(chosen["reward"], (int, float)) and math.isfinite(chosen["reward"]):
+        rank = 1 + sum(isinstance(r["reward"], (int, float)) and r["reward"] > chosen["reward"] for r in rows)
+    return {"chosen": chosen["sample_index"] if chosen else None, "rule": rule, "rank": rank,
+            "reason": recorded or (f"{rule}: no reason recorded (this run predates selection_reason)"
+                                   if chosen else "no draft was marked chosen"),
+            "mix": f"{sum(known)} right, {len(known) - sum(known)} wrong" if known else None, "rows": rows}
+
+
 def questions(rollouts: pl.DataFrame) -> pl.DataFrame:
     """Per step and group: the question as sent in stage 1 (draft or grpo rows; refine prompts hold q + draft)."""
     first = rollouts.filter(pl.col("stage").is_in(["draft", "grpo"])).sort("sample_index")
@@ -180,6 +208,84 @@ def eval_problem_table(samples: pl.DataFrame) -> pl.DataFrame:
         pl.col("correct").cast(pl.Float64).mean().alias("accuracy"),
         pl.col("extracted").drop_nulls().unique().sort().str.join(" | ").alias("answers"),
         pl.col("gold").first(), (pl.col("status") == "no_answer").sum().alias("no_answer"))
+
+
+# --- arms: runs whose configs differ only in seed and bookkeeping ------------------------------
+
+# Keys that name or place a run, or steer how it proceeds, not what it computes: runs equal in
+# everything else are seeds of one arm (records.RUN_CONTROL_KEYS minus max_steps, which changes
+# what is trained).
+ARM_IGNORE = frozenset({"seed", "run_name", "output_dir", "resume", "save_steps", "save_total_limit"})
+ARM_METRICS = ("heldout_accuracy", "zero_std_share", "draft_zero_std_share", "fixes", "breaks", "fix_rate",
+               "break_rate", "step_time_s")
+
+
+def _short(v, limit: int = 40) -> str:
+    s = repr(v) if not isinstance(v, str) else v
+    return s if len(s) <= limit else s[:limit] + "…"
+
+
+def arm_labels(configs: dict[str, dict]) -> dict[str, str]:
+    """run -> arm label. Runs whose configs agree outside ARM_IGNORE share an arm, named by the
+    settings in which the arms differ ("algo=grpo", "algo=igrpo · draft_selection=worst");
+    "all runs" when every run is one arm. A key missing from a config counts as its own value ("–")."""
+    kept = {r: {k: v for k, v in c.items() if k not in ARM_IGNORE} for r, c in configs.items()}
+    keys = sorted({k for c in kept.values() for k in c})
+    varying = [k for k in keys if len({repr(c.get(k, "–")) for c in kept.values()}) > 1]
+    return {r: " · ".join(f"{k}={_short(c.get(k, '–'))}" for k in varying) or "all runs" for r, c in kept.items()}
+
+
+def heldout_accuracy(summaries: dict[str, dict], prefer: str = "final") -> tuple[float | None, str | None]:
+    """(macro avg@k, evaluation name) of a run's evaluations {name: summary.json}: the one named
+    `prefer` (experiments.FINAL_EVAL, the config's own held-out evaluation) when it has a result, else
+    the last by name that has one; (None, None) when none has."""
+    def acc(summary) -> float | None:
+        m = summary.get("metrics") if isinstance(summary, dict) else None
+        macro = m.get("macro_avg") if isinstance(m, dict) else None
+        v = macro.get("avg@k") if isinstance(macro, dict) else None
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+    found = [(n, acc(s)) for n, s in sorted(summaries.items()) if acc(s) is not None]
+    pick = next(((n, a) for n, a in found if n == prefer), found[-1] if found else (None, None))
+    return pick[1], pick[0]
+
+
+def _metric_mean(metrics: pl.DataFrame, col: str) -> float | None:
+    if col not in metrics.columns or not metrics[col].dtype.is_numeric():
+        return None
+    v = metrics[col].cast(pl.Float64).fill_nan(None).mean()
+    return None if v is None else float(v)
+
+
+def arm_run_row(run: str, config: dict, metrics: pl.DataFrame, eval_summaries: dict[str, dict],
+                near_miss_counts: pl.DataFrame) -> dict:
+    """One run's figures for the arm comparison: held-out accuracy, zero-variance shares (means over
+    all logged steps of frac_zero_std, i.e. GRPO's groups or iGRPO's trained refinement groups, and
+    draft_frac_zero_std), fixes and breaks summed over its rollout records (near_miss_counts)."""
+    acc, ev = heldout_accuracy(eval_summaries)
+    n = near_miss_counts
+    refs = int(n["refinements"].sum()) if n.height else 0
+    fixes = int(n["fix"].sum()) if n.height else None
+    breaks = int(n["break"].sum()) if n.height else None
+    return {"run": run, "algo": _text(config.get("algo")), "seed": _int(config.get("seed")),
+            "heldout_accuracy": acc, "eval": ev, "steps": metrics.height,
+            "zero_std_share": _metric_mean(metrics, "frac_zero_std"),
+            "draft_zero_std_share": _metric_mean(metrics, "draft_frac_zero_std"),
+            "refinements": refs if n.height else None, "fixes": fixes, "breaks": breaks,
+            "fix_rate": fixes / refs if refs else None, "break_rate": breaks / refs if refs else None,
+            "step_time_s": _metric_mean(metrics, "step_time_s")}
+
+
+def arm_table(rows: pl.DataFrame) -> pl.DataFrame:
+    """Per arm (rows carry `arm` and arm_run_row's columns): runs, seeds, and mean / sd (sample
+    standard deviation over the arm's runs; null with one run) / n (runs with a value) of each of
+    ARM_METRICS. Arms in first-seen order."""
+    if rows.height == 0:
+        return pl.DataFrame(schema={"arm": pl.Utf8, "runs": pl.UInt32})
+    aggs = [pl.len().alias("runs"), pl.col("seed").drop_nulls().sort().cast(pl.Utf8).str.join(",").alias("seeds")]
+    for m in (m for m in ARM_METRICS if m in rows.columns):
+        c = pl.col(m).cast(pl.Float64)
+        aggs += [c.mean().alias(f"{m}_mean"), c.std().alias(f"{m}_sd"), c.count().alias(f"{m}_n")]
+    return rows.group_by("arm", maintain_order=True).agg(aggs)
 
 
 # --- several runs at once -------------------------------------------------------------------
@@ -250,24 +356,41 @@ def near_misses_long(run_dirs, sink: list | None = None) -> pl.DataFrame:
     return pl.concat(parts, how="diagonal_relaxed").sort(pl.col("direction") != "fix", "run", "step")
 
 
+def entropy_first_below(steps, values, fractions=(0.9, 0.75, 0.5)) -> dict:
+    """The first step where entropy fell under f x its start, for each f in `fractions`.
+
+    steps, values: one run's per-step entropy, in step order. Missing and non-finite values (a NaN
+    logged by a diverged step) are skipped; the start is the first finite value. Returns
+    {"start", "final", "steps", f: (step, entropy at that step) or None when it never fell that far};
+    a start <= 0 never falls "below a fraction of itself", so every f is None then.
+    """
+    pts = [(int(s), float(v)) for s, v in zip(steps, values)
+           if s is not None and isinstance(v, (int, float)) and math.isfinite(v)]
+    out: dict = {"start": pts[0][1] if pts else None, "final": pts[-1][1] if pts else None, "steps": len(pts)}
+    for f in fractions:
+        hit = next(((s, v) for s, v in pts if v < f * pts[0][1]), None) if pts and pts[0][1] > 0 else None
+        out[f] = hit
+    return out
+
+
 def entropy_drops(metrics: pl.DataFrame, fractions=(0.9, 0.75, 0.5)) -> pl.DataFrame:
     """Per run: start and final entropy, and the first step where entropy < f x its first-step value.
 
     A later step (or null: never) means entropy collapsed more slowly; the paper reports that iGRPO
-    delays the collapse relative to GRPO.
+    delays the collapse relative to GRPO. NaN steps are skipped (entropy_first_below).
     """
     rows = []
     if "entropy" not in metrics.columns or not metrics["entropy"].dtype.is_numeric():
         return pl.DataFrame({"run": []}, schema={"run": pl.Utf8})
-    for (run,), m in metrics.filter(pl.col("entropy").is_not_null()).sort("step").group_by(
-            ["run"], maintain_order=True):
-        start = m["entropy"][0]
-        row = {"run": run, "steps": m.height, "entropy_start": start, "entropy_final": m["entropy"][-1]}
+    for (run,), m in metrics.sort("step").group_by(["run"], maintain_order=True):
+        d = entropy_first_below(m["step"].to_list(), m["entropy"].to_list(), fractions)
+        row = {"run": run, "steps": d["steps"], "entropy_start": d["start"], "entropy_final": d["final"]}
         for f in fractions:
-            below = m.filter(pl.col("entropy") < f * start)["step"]
-            row[f"first_step_below_{f:g}x"] = int(below[0]) if below.len() else None
+            row[f"first_step_below_{f:g}x"] = d[f][0] if d[f] else None
         rows.append(row)
-    return pl.DataFrame(rows, infer_schema_length=None)
+    schema = {"run": pl.Utf8, "steps": pl.Int64, "entropy_start": pl.Float64, "entropy_final": pl.Float64,
+              **{f"first_step_below_{f:g}x": pl.Int64 for f in fractions}}
+    return pl.DataFrame(rows, schema=schema)
 
 
 def format_near_misses(nm: pl.DataFrame, n: int = 3, max_chars: int = 400) -> str:

@@ -1,5 +1,6 @@
 """The served dashboard in headless Chromium: click through every page, screenshot each, and check that an
-HTML/script completion appears as visible text and never runs; and the same over the hostile runs folder of
+HTML/script completion appears as visible text and never runs (in st.code, and struck through in the
+inline refinement diff, the one HTML view); and the same over the hostile runs folder of
 tests/hostile_runs.py (payloads in every text field and name, corrupt files, links out of the folder).
 
 Uses Debian's /usr/bin/chromium through playwright's python API (never `playwright install`); install it
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from hostile_runs import PAYLOAD, PAYLOAD_RUN, SECRET, build_hostile_runs
+from hostile_runs import PAYLOAD, PAYLOAD_RUN, PAYLOADS, SECRET, build_hostile_runs
 from test_dashboard import SCRIPT, build_dashboard_runs, payload_near_miss_label
 
 pytestmark = pytest.mark.browser
@@ -29,7 +30,8 @@ SHOTS = ROOT / "artifacts" / "screenshots"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
 PAGES = [("Runs", "01_runs"), ("Curves", "02_curves"), ("Rollouts", "03_rollouts"),
-         ("Near misses", "04_near_misses"), ("Evaluation", "05_evaluation")]
+         ("Near misses", "04_near_misses"), ("Evaluation", "05_evaluation"), ("Arms", "06_arms")]
+DIFF = ".igrpo-diff"  # the inline refinement diff (dashboards/textdiff.inline_diff): the one HTML view
 
 
 RUNS: list[Path] = []  # the fixture's runs directory, for labels computed from its records
@@ -171,9 +173,14 @@ def test_click_through_pages_and_screenshot(server):
                 _choose(page, "nm_pick", payload_near_miss_label(RUNS[0]))
             if label in ("Rollouts", "Near misses", "Evaluation"):  # shown as visible, literal text
                 page.get_by_text(SCRIPT, exact=True).filter(visible=True).first.wait_for(timeout=20000)
+            if label in ("Rollouts", "Near misses"):  # the chosen draft SCRIPT, struck through in the inline diff
+                page.locator(f"{DIFF} del").filter(has_text=SCRIPT).first.wait_for(timeout=20000)
+                assert page.locator(f"{DIFF} ins").count() >= 1, label
+            if label == "Arms":
+                page.wait_for_selector(".js-plotly-plot .main-svg", timeout=60000)  # slow on 2 busy cores
             assert page.locator('[data-testid="stException"]').count() == 0, label
             if label in ("Curves", "Near misses"):
-                page.wait_for_selector(".js-plotly-plot .main-svg", timeout=20000)
+                page.wait_for_selector(".js-plotly-plot .main-svg", timeout=60000)  # slow on 2 busy cores
             shots.append(_shoot(page, name))
         # the payload stayed text: no <b> element from model output, and nothing ran
         assert page.locator("b", has_text="bold").count() == 0
@@ -206,6 +213,10 @@ def test_hostile_runs_folder_in_chromium(hostile_server):
                 page.get_by_text(PAYLOAD).filter(visible=True).first.wait_for(timeout=20000)
             if label == "Near misses":
                 page.get_by_text("more chars]").filter(visible=True).first.wait_for(timeout=20000)
+            if label in ("Rollouts", "Near misses"):  # the inline diff holds the payloads as visible text
+                diff = page.locator(DIFF).first
+                diff.wait_for(timeout=20000)
+                assert all(p in diff.inner_text() for p in PAYLOADS), label
             time.sleep(1.0)  # give an onerror handler, had one been created, time to fire
             assert page.title() == "iGRPO Workbench", (label, page.title())
             found = page.evaluate(f"Array.from(document.querySelectorAll({INJECTED!r})).map(e => e.outerHTML.slice(0, 300))")

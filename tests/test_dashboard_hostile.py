@@ -4,6 +4,7 @@ bad file in a warning, never reads through a symlink out of the runs folder, kee
 """
 from __future__ import annotations
 
+import html
 import json
 import re
 import time
@@ -18,7 +19,7 @@ from igrpo_core import analysis, records
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "dashboards" / "app.py"
-PAGES = ["Runs", "Curves", "Rollouts", "Near misses", "Evaluation"]
+PAGES = ["Runs", "Arms", "Curves", "Rollouts", "Near misses", "Evaluation"]
 MARKERS = ["<script", "<img", "javascript:", "{{7*7}}", "<b>", "<iframe"]  # what must never reach markdown raw
 
 
@@ -81,6 +82,12 @@ def test_payloads_reach_markdown_only_as_inline_code(hostile, monkeypatch, page)
         assert not [m for m in MARKERS if m in outside_code], t
     if page in ("Rollouts", "Near misses", "Evaluation"):
         assert any(PAYLOAD in c.value for c in at.code)  # model text is shown, literally, in st.code
+    if page in ("Rollouts", "Near misses"):  # the inline diff, the one HTML view: the payload escaped, no tag of it
+        bodies = [h.proto.body for h in at.get("html")]
+        assert bodies and any(html.escape(PAYLOAD) in b for b in bodies)
+        for b in bodies:
+            tags = set(re.findall(r"<\s*/?\s*([A-Za-z][\w-]*)", b))
+            assert tags <= {"div", "ins", "del", "em"}, b[:400]
 
 
 def test_huge_completion_is_clipped_for_display(hostile, monkeypatch):
