@@ -121,6 +121,18 @@ def ablation_dir(base: Config, tag: str) -> Path:
     return Path(base.output_dir) / f"ablation-{tag}"
 
 
+def run_cell(cfg: Config, progress: bool = True, eval_workers: int = 2) -> dict:
+    """Train (or resume) and evaluate one grid cell; its run directory and headline figures."""
+    from igrpo_core.experiments import train_and_evaluate
+    run_dir, ev, train_s = train_and_evaluate(cfg, progress=progress, eval_workers=eval_workers)
+    m = records.read_metrics(run_dir)
+    return {"run_dir": str(run_dir), "eval_avg@k": ev["metrics"]["macro_avg"]["avg@k"],
+            "final_reward": _final(m, "reward_mean"), "final_accuracy": _final(m, "accuracy_mean"),
+            "final_entropy": _final(m, "entropy"), "refine_gain": _final(m, "refine_gain"),
+            "reward_failures": m["reward_failures"].sum() if "reward_failures" in m.columns else None,
+            "train_time_s": train_s}
+
+
 def run_ablation(base: Config, families: list[str], seeds: list[int] = (0,), tag: str | None = None,
                  progress: bool = True) -> pl.DataFrame:
     """Train and evaluate every arm x seed; one row per arm x seed.
@@ -129,7 +141,6 @@ def run_ablation(base: Config, families: list[str], seeds: list[int] = (0,), tag
     interrupted ablation keeps what finished; re-running with the same tag resumes each run),
     and the seed summary to summary.parquet beside it.
     """
-    from igrpo_core.experiments import train_and_evaluate
     tag = new_tag(tag)
     arms, notes = plan(base, families)
     for n in notes:
@@ -144,13 +155,7 @@ def run_ablation(base: Config, families: list[str], seeds: list[int] = (0,), tag
             cfg = cfg.replace(seed=seed, run_name=f"{tag}-{_slug(fam)}-{_slug(arm)}-s{seed}")
             key = json.dumps({k: v for k, v in cfg.to_dict().items() if k != "run_name"}, sort_keys=True)
             if key not in done:
-                run_dir, ev, train_s = train_and_evaluate(cfg, progress=progress)
-                m = records.read_metrics(run_dir)
-                done[key] = {"run_dir": str(run_dir), "eval_avg@k": ev["metrics"]["macro_avg"]["avg@k"],
-                             "final_reward": _final(m, "reward_mean"), "final_accuracy": _final(m, "accuracy_mean"),
-                             "final_entropy": _final(m, "entropy"), "refine_gain": _final(m, "refine_gain"),
-                             "reward_failures": m["reward_failures"].sum() if "reward_failures" in m.columns else None,
-                             "train_time_s": train_s}
+                done[key] = run_cell(cfg, progress)
             row = {"family": fam, "arm": arm, "seed": seed, "algo": cfg.algo,
                    "rollouts": f"{cfg.num_drafts}+{cfg.num_refinements}" if cfg.algo == "igrpo"
                    else str(cfg.num_generations)}
