@@ -105,8 +105,9 @@ def bootstrap_ci(correct: np.ndarray, baseline: np.ndarray | None = None, n_boot
     correct: (S, P) accuracy of each seed's run on each held-out problem (1 sample: 0/1). Each
     replicate draws S seeds and P problems with replacement (a two-way bootstrap: seed-to-seed and
     problem-to-problem variation both widen the interval). With `baseline` (S', P), the statistic
-    is mean(correct) - mean(baseline) on the same resampled problems (paired on problems; seeds
-    drawn independently per arm, since seed s of two arms shares nothing but the number).
+    is mean(correct) - mean(baseline) on the same resampled problems (paired on problems). Seeds are
+    drawn independently per arm: conservative, since same-numbered seeds share the data order and
+    the evaluation's sampling seed, which pairing on seeds would exploit.
     """
     correct = np.asarray(correct, dtype=float)
     if correct.ndim != 2 or 0 in correct.shape:
@@ -243,7 +244,7 @@ def correct_matrices(results: pl.DataFrame) -> dict[tuple[str, str], np.ndarray]
 
 def study_table(results: pl.DataFrame, correct: dict[tuple[str, str], np.ndarray], n_boot: int = 2000,
                 baseline: str = BASELINE) -> pl.DataFrame:
-    """One row per level and arm (first-seen order): accuracy mean, std over seeds and bootstrap CI,
+    """One row per level and arm (levels, then arms, in first-seen order): accuracy mean, std over seeds and bootstrap CI,
     its difference to the baseline arm with CI, and the training records' means over seeds.
 
     zero_var: share of trained groups with all-equal rewards; refine_gain: refinement minus chosen
@@ -267,7 +268,8 @@ def study_table(results: pl.DataFrame, correct: dict[tuple[str, str], np.ndarray
             row[name] = cells[col].cast(pl.Float64).mean() if col in cells.columns else None
         row["combo_arms"] = cells["combo_arms"][0] if "combo_arms" in cells.columns else None
         rows.append(row)
-    return pl.DataFrame(rows, infer_schema_length=None)
+    levels = list(dict.fromkeys(r["level"] for r in rows))   # grouped by level, arms in run order within
+    return pl.DataFrame(sorted(rows, key=lambda r: levels.index(r["level"])), infer_schema_length=None)
 
 
 def to_markdown(table: pl.DataFrame) -> str:

@@ -123,6 +123,11 @@ def test_study_table_means_stds_and_the_difference_to_igrpo():
     assert t["diff_vs_igrpo"].to_list() == pytest.approx([None, 0.0])
     assert all(lo <= hi for lo, hi in zip(t["ci_low"], t["ci_high"]))
     assert "| near_miss |" in study.to_markdown(t)
+    both = pl.concat([results, results.with_columns(pl.lit("tiny-hard").alias("level"))]).sort("arm", maintain_order=True)
+    correct |= {("tiny-hard", a): m for (_, a), m in correct.items()}
+    t2 = study.study_table(both, correct, n_boot=50)   # cells arrive arm by arm; rows come level by level
+    assert t2.select("level", "arm").rows() == [("tiny", "igrpo"), ("tiny", "near_miss"),
+                                                ("tiny-hard", "igrpo"), ("tiny-hard", "near_miss")]
 
 
 # --- one tiny grid, resumed ------------------------------------------------------------------------
