@@ -121,6 +121,20 @@ def ablation_dir(base: Config, tag: str) -> Path:
     return Path(base.output_dir) / f"ablation-{tag}"
 
 
+def run_cell(cfg: Config, progress: bool = True, eval_workers: int = 2) -> dict:
+    """Train (or resume) and evaluate one grid cell; its run directory and headline figures."""
+    from igrpo_core.experiments import train_and_evaluate
+    run_dir, ev, _ = train_and_evaluate(cfg, progress=progress, eval_workers=eval_workers)
+    m = records.read_metrics(run_dir)
+    # train time from the run's records (the sum of its step times), not this attempt's wall clock:
+    # a run resumed after a kill reports its whole training, not what was left of it
+    return {"run_dir": str(run_dir), "eval_avg@k": ev["metrics"]["macro_avg"]["avg@k"],
+            "final_reward": _final(m, "reward_mean"), "final_accuracy": _final(m, "accuracy_mean"),
+            "final_entropy": _final(m, "entropy"), "refine_gain": _final(m, "refine_gain"),
+            "reward_failures": m["reward_failures"].sum() if "reward_failures" in m.columns else None,
+            "train_time_s": m["step_time_s"].sum() if "step_time_s" in m.columns else None}
+
+
 def run_ablation(base: Config, families: list[str], seeds: list[int] = (0,), tag: str | None = None,
                  progress: bool = True) -> pl.DataFrame:
     """Train and evaluate every arm x seed; one row per arm x seed.
@@ -147,7 +161,7 @@ def run_ablation(base: Config, families: list[str], seeds: list[int] = (0,), tag
             cfg = cfg.replace(seed=seed, run_name=f"{tag}-{_slug(fam)}-{_slug(arm)}-s{seed}")
             key = json.dumps({k: v for k, v in cfg.to_dict().items() if k != "run_name"}, sort_keys=True)
             if key not in done:
-                done[key] = _reuse(previous.get((fam, arm, seed)), cfg) or _train_arm(cfg, progress)
+                done[key] = _reuse(previous.get((fam, arm, seed)), cfg) or run_cell(cfg, progress)
             row = {"family": fam, "arm": arm, "seed": seed, "algo": cfg.algo,
                    "rollouts": f"{cfg.num_drafts}+{cfg.num_refinements}" if cfg.algo == "igrpo"
                    else str(cfg.num_generations)}
@@ -165,20 +179,6 @@ def run_ablation(base: Config, families: list[str], seeds: list[int] = (0,), tag
 
 RUN_METRICS = ("run_dir", "eval_avg@k", "final_reward", "final_accuracy", "final_entropy", "refine_gain",
                "reward_failures", "train_time_s")
-
-
-def _train_arm(cfg: Config, progress: bool) -> dict:
-    """Train (or resume) one arm's run and evaluate it: its RUN_METRICS."""
-    from igrpo_core.experiments import train_and_evaluate
-    run_dir, ev, _ = train_and_evaluate(cfg, progress=progress)
-    m = records.read_metrics(run_dir)
-    # train time from the run's records (the sum of its step times), not this attempt's wall clock:
-    # a run resumed after a kill reports its whole training, not what was left of it
-    return {"run_dir": str(run_dir), "eval_avg@k": ev["metrics"]["macro_avg"]["avg@k"],
-            "final_reward": _final(m, "reward_mean"), "final_accuracy": _final(m, "accuracy_mean"),
-            "final_entropy": _final(m, "entropy"), "refine_gain": _final(m, "refine_gain"),
-            "reward_failures": m["reward_failures"].sum() if "reward_failures" in m.columns else None,
-            "train_time_s": m["step_time_s"].sum() if "step_time_s" in m.columns else None}
 
 
 def _finished_rows(out_dir: Path) -> dict[tuple, dict]:

@@ -24,16 +24,19 @@ def final_model(run_dir: str | Path) -> Path:
     return ckpts[-1] / "model"
 
 
-def train_and_evaluate(cfg: Config, progress: bool = True) -> tuple[Path, dict, float]:
+def train_and_evaluate(cfg: Config, progress: bool = True, eval_workers: int = 2) -> tuple[Path, dict, float]:
     """Train (or resume) one run, evaluate its final checkpoint into <run_dir>/eval/final.
 
-    Returns (run_dir, evaluation summary, training wall time in seconds).
+    eval_workers: answer-check processes (evaluate_model's `workers`); 1 checks inline, which saves
+    a worker pool's start-up per chunk of problems (most of a small evaluation's time on a busy CPU)
+    at the price of the hang guard. Returns (run_dir, evaluation summary, training wall time in s).
     """
     t0 = time.perf_counter()
     run_dir = train(cfg)
     train_s = time.perf_counter() - t0
     out = records.eval_dir(run_dir, FINAL_EVAL)
-    return run_dir, evaluate_model(cfg, str(final_model(run_dir)), out, progress=progress), train_s
+    ev = evaluate_model(cfg, str(final_model(run_dir)), out, progress=progress, workers=eval_workers)
+    return run_dir, ev, train_s
 
 
 def compare(base: Config, algos: tuple[str, ...] = ("grpo", "igrpo"), seeds: tuple[int, ...] = (0,),

@@ -55,6 +55,7 @@ LAYERS = [
     "benchmarks",   # the paper's benchmark protocol over many models
     "ablations",    # ablation families and their grid runner
     "analysis",     # read-side tables for the dashboard and notebooks
+    "study",        # issue 11's study: arms x seeds x levels, the combination rule, bootstrap CIs, the table
     "notebooks",    # papermill execution and notebook helpers
     "cli",          # `igrpo train|eval|compare`
     "__main__",

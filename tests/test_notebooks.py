@@ -128,6 +128,19 @@ def test_ablations_notebook_runs_arms_and_seeds(kernel, tmp_path):
     assert (out / "notebooks" / "ablations.ipynb").exists() and figs == 3
 
 
+def test_study_notebook_runs_a_cell_and_prints_the_table(kernel, tmp_path):
+    runs = tmp_path / "runs"
+    path, text, figs = run("study", {**SMALL, "levels": ["tiny-hard"], "arms": ["igrpo"], "seeds": [0],
+                                     "n_boot": 100, "output_dir": str(runs), "tag": "st"},
+                           output=tmp_path / "study.ipynb")
+    out = runs / "study-st"
+    table = pl.read_parquet(out / "table.parquet")
+    assert table.select("level", "arm", "seeds").rows() == [("tiny-hard", "igrpo", 1)]
+    assert table["ci_low"][0] <= table["acc_mean"][0] <= table["ci_high"][0]
+    assert (runs / "st-tiny-hard-igrpo-s0" / "eval" / "final" / "samples.parquet").exists()
+    assert "| tiny-hard | igrpo | 1 |" in text and (out / "notebooks" / "study.ipynb").exists() and figs == 1
+
+
 def test_analysis_notebook_reads_runs(quickstart):
     runs, qs_path = quickstart[0], quickstart[1]
     path, text, figs = run("analysis", {"run_dirs": [], "newest": 2, "output_dir": str(runs)},
