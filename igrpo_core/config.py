@@ -122,6 +122,8 @@ class Config:
     save_total_limit: int = 2             # keep this many newest checkpoints
     resume: bool = True                   # continue from the newest checkpoint in the run directory
     log_completions: bool = True          # write one rollout row per completion
+    nonfinite_policy: opt.NonFinitePolicy = "skip"  # NaN/inf in rewards, loss or gradients: "skip" the update
+                                          # (recorded in metrics) | "stop" with an error (nonfinite.py)
 
     def __post_init__(self):
         self.validate()

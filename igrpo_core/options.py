@@ -27,6 +27,7 @@ SamplerName = Literal["multinomial", "inverse_cdf"]  # transformers engine: engi
 Device = Literal["auto", "cpu", "cuda"]
 Dtype = Literal["auto", "float32", "bfloat16"]   # float16 would need loss scaling (not implemented)
 BuiltinReward = Literal["accuracy", "format", "judge"]
+NonFinitePolicy = Literal["skip", "stop"]        # a step with NaN/inf: skip its update, or stop (nonfinite.py)
 
 ALGOS = get_args(Algo)
 LOSS_TYPES = get_args(LossType)
@@ -74,8 +75,11 @@ SUMMED_METRICS = (
     "reward_failures", "draft_truncations", "generated_tokens", "adaptive_skipped", "sampled_prompts",
     "sampled_completions", "dynamic_dropped", "dynamic_resampled", "dynamic_padded", "loss_masked",
 )
+# Non-finite guard (nonfinite.py): 1 when the step's update was skipped, and what was not finite.
+NONFINITE_METRICS = ("skipped_nonfinite", "nonfinite")
+TEXT_METRICS = ("nonfinite",)    # string columns of metrics.parquet (the others are numbers)
 # One row of metrics.parquet per optimizer step: these columns, in this order.
 METRIC_COLUMNS = (
     ("step", "lr", "loss", "grad_norm", "entropy") + LOSS_METRICS + ROLLOUT_METRICS + IGRPO_METRICS + SAMPLING_METRICS
-    + ("gen_time_s", "step_time_s", "tokens_per_s")
+    + ("gen_time_s", "step_time_s", "tokens_per_s") + NONFINITE_METRICS
 )
