@@ -48,9 +48,13 @@ CUDA_PARTS = re.compile(r"^(torch|triton|nvidia-.*|cuda-.*)$")   # what a PyPI t
 
 
 def interpreter(version: str) -> str | None:
-    found = shutil.which(f"python{version}")
+    """python3.X on PATH, else pyenv's newest 3.X.*: the first that runs (a pyenv shim of a version
+    not selected exits 127)."""
     pyenv = sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}.*/bin/python{version}")))
-    return found or (pyenv[-1] if pyenv else None)
+    for cand in [shutil.which(f"python{version}"), *reversed(pyenv)]:
+        if cand and subprocess.run([cand, "-c", ""], capture_output=True).returncode == 0:
+            return cand
+    return None
 
 
 def full_version(python: str | None, version: str) -> str:
