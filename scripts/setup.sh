@@ -29,8 +29,8 @@ pip="$VENV/bin/pip"
 "$pip" install -q --upgrade pip
 if [ -n "${TORCH_SPEC:-}" ]; then
   "$pip" install -q $TORCH_SPEC
-elif "$pip" install -q --no-index "torch==$TORCH_VERSION" 2>/dev/null; then
-  :   # a local wheel (find-links) or already installed
+elif "$pip" install -q --no-index --no-deps "torch==$TORCH_VERSION" 2>/dev/null; then
+  "$pip" install -q "torch==$TORCH_VERSION"   # a local wheel (find-links) or installed: only its dependencies
 elif [ "$TORCH_INDEX" = pypi ]; then
   "$pip" install -q "torch==$TORCH_VERSION"
 else
