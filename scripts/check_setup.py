@@ -78,7 +78,11 @@ def requirements(version: str) -> list[str]:
     return out
 
 
-def pip_error(text: str) -> str:
+def pip_error(text: str, pin: str | None = None) -> str:
+    """pip's reason in one line: the pinned version's Requires-Python if that is it."""
+    why = re.search(rf"(?<![\d.]){re.escape(pin)} Requires-Python [^;\n]+", text) if pin else None
+    if why:
+        return f"{why.group(0).strip()} (pip: no matching distribution)"
     errs = [ln for ln in text.splitlines() if ln.startswith("ERROR")]
     why = [e for e in errs if "Requires-Python" in e or "Could not find" in e or "No matching" in e]
     text = (why or errs or text.splitlines()[-1:] or ["?"])[0]
@@ -92,7 +96,7 @@ def wheel_of(req: str, version: str) -> str:
                             "--only-binary=:all:", "--python-version", version, "--target", tmp, "--quiet",
                             "--report", f"{tmp}/r.json", req], capture_output=True, text=True, timeout=600)
         if r.returncode:
-            return "NO: " + pip_error(r.stderr)
+            return "NO: " + pip_error(r.stderr, req.split("==")[1] if "==" in req else None)
         item = json.loads(Path(f"{tmp}/r.json").read_text())["install"][0]
     return f"{item['metadata']['version']} {item['download_info']['url'].rsplit('/', 1)[-1]}"
 
