@@ -133,6 +133,8 @@ class Config:
     log_completions: bool = True          # write one rollout row per completion
     report_to: list[str] | str = "none"   # TRL's: "none" | "tensorboard" | "trackio" | "wandb", or a list;
                                           # mirrors of metrics.parquet (trackers.py), optional packages
+    nonfinite_policy: opt.NonFinitePolicy = "skip"  # NaN/inf in rewards, loss or gradients: "skip" the update
+                                          # (recorded in metrics) | "stop" with an error (nonfinite.py)
 
     def __post_init__(self):
         if self.vllm_importance_sampling_cap is not None:  # TRL 1.16 does the same (with a FutureWarning)

@@ -75,12 +75,13 @@ class Dist:
         """A step's metrics for the whole batch from every process's: counts (`summed`) add up,
         standard deviations pool from each process's count, mean and std (`pooled_stds`: std key ->
         (mean key, counts key)), the rest average (shards are equal: the loss, ratio and clip metrics
-        are per-process means). step, lr, grad_norm and entropy are already the same everywhere."""
+        are per-process means). step, lr, grad_norm, entropy and the non-finite guard's verdict
+        (nonfinite.decide) are already the same everywhere."""
         if self.world == 1:
             return row
         out = {}
         for key, v in row.items():
-            if key in ("step", "lr", "grad_norm", "entropy") or v is None:
+            if key in ("step", "lr", "grad_norm", "entropy", "skipped_nonfinite", "nonfinite") or v is None:
                 out[key] = v
             elif key in pooled_stds:
                 mean_key, count_key = pooled_stds[key]

@@ -31,6 +31,7 @@ Tracker = Literal["tensorboard", "trackio", "wandb"]   # report_to (TRL's name);
 # TRL 1.16's vllm_importance_sampling_mode (mismatch.importance_weights): ratio per token or per sequence,
 # truncated to [clip_min, clip_max] or zeroed outside it
 VllmImportanceSamplingMode = Literal["token_truncate", "token_mask", "sequence_truncate", "sequence_mask"]
+NonFinitePolicy = Literal["skip", "stop"]        # a step with NaN/inf: skip its update, or stop (nonfinite.py)
 
 ALGOS = get_args(Algo)
 LOSS_TYPES = get_args(LossType)
@@ -104,8 +105,11 @@ SUMMED_METRICS = (
     "reward_failures", "draft_truncations", "generated_tokens", "adaptive_skipped", "sampled_prompts",
     "sampled_completions", "dynamic_dropped", "dynamic_resampled", "dynamic_padded", "loss_masked",
 )
+# Non-finite guard (nonfinite.py): 1 when the step's update was skipped, and what was not finite.
+NONFINITE_METRICS = ("skipped_nonfinite", "nonfinite")
+TEXT_METRICS = ("nonfinite",)    # string columns of metrics.parquet (the others are numbers)
 # One row of metrics.parquet per optimizer step: these columns, in this order.
 METRIC_COLUMNS = (
     ("step", "lr", "loss", "grad_norm", "entropy") + LOSS_METRICS + ROLLOUT_METRICS + IGRPO_METRICS + SAMPLING_METRICS
-    + MISMATCH_METRICS + IS_METRICS + ("gen_time_s", "step_time_s", "tokens_per_s")
+    + MISMATCH_METRICS + IS_METRICS + ("gen_time_s", "step_time_s", "tokens_per_s") + NONFINITE_METRICS
 )

@@ -44,7 +44,7 @@ import polars as pl
 
 from igrpo_core import diskio
 from igrpo_core.diskio import DiskWriteError, test_pause, writing  # noqa: F401 (re-exported)
-from igrpo_core.options import METRIC_COLUMNS
+from igrpo_core.options import METRIC_COLUMNS, TEXT_METRICS
 
 ROLLOUT_SCHEMA = {
     "step": pl.Int64,               # optimizer step this rollout fed (1-based)
@@ -102,12 +102,13 @@ SAMPLE_SCHEMA = {
     "draft_truncated": pl.Boolean,  # refine rows: a draft was shortened to fit the prompt budget
 }
 SKIP_SCHEMA = {"dataset": pl.Utf8, "problem_id": pl.Utf8, "prompt_tokens": pl.Int64, "reason": pl.Utf8}
+METRIC_DTYPES = {"step": pl.Int64, **{k: pl.Utf8 for k in TEXT_METRICS}}   # every other metric: Float64
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Keys that steer how a run proceeds, not what it computes: they may change between attempts.
-RUN_CONTROL_KEYS = {"max_steps", "resume", "save_steps", "save_total_limit"}
+RUN_CONTROL_KEYS = {"max_steps", "resume", "save_steps", "save_total_limit", "nonfinite_policy"}
 
 
 def atomic_write(path: Path, write, window: str | None = None) -> None:
@@ -202,7 +203,7 @@ def append_metrics(run_dir: Path, row: dict) -> None:
         raise ValueError(f"metrics {unknown} are not in options.METRIC_COLUMNS; add them there")
     path = run_dir / "metrics.parquet"
     new = pl.DataFrame([{k: row.get(k) for k in METRIC_COLUMNS}],
-                       schema={k: pl.Int64 if k == "step" else pl.Float64 for k in METRIC_COLUMNS})
+                       schema={k: METRIC_DTYPES.get(k, pl.Float64) for k in METRIC_COLUMNS})
     if path.exists():
         new = pl.concat([pl.read_parquet(path), new], how="diagonal_relaxed")
     atomic_write(path, lambda p: new.write_parquet(p), window="metrics")

@@ -8,7 +8,7 @@ built-ins only (BUILTIN_REWARDS); a custom reward is passed from Python
 built by the caller and handed in.
 A reward that raises or returns a non-finite value, or an answer check that times out, gives 0 for
 that part AND a recorded status on the rollout row, so failures are counted (reward_failures),
-never swallowed. No reward path executes model text.
+never swallowed; a weighted sum that overflows gives a total of 0 and a status the same way. No reward path executes model text.
 
 Deliberately left out: learned reward models, length penalties, a name registry for custom rewards
 (config files cannot name Python functions; pass them explicitly).
@@ -120,6 +120,9 @@ def score_one(completion: str, example: dict, reward_fns: RewardFns) -> Score:
         if status is not None:
             statuses.append(status)
     total = sum(w * parts[name] for name, (_, w) in reward_fns.items())
+    if not math.isfinite(total):  # finite parts whose weighted sum overflows: a failure like a NaN part
+        statuses.append(f"error: non-finite weighted reward sum {total}")
+        total = 0.0
     return Score(total, parts, "; ".join(statuses) or "ok", extracted)
 
 

@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from igrpo_core import distributed, lora, losses, mismatch, provenance, records, trackers
+from igrpo_core import distributed, lora, losses, mismatch, nonfinite, provenance, records, trackers
 from igrpo_core.config import Config
 from igrpo_core.engine import SamplingParams
 from igrpo_core.igrpo import Rollout, collect_dynamic, collect_grpo, collect_igrpo, trained_tokens
@@ -284,8 +284,10 @@ class Trainer:
         return self._frozen_logps(self.ref_model, ro)
 
     def update(self, rollouts: list[Rollout], old: list, ref: list) -> dict:
-        """One optimizer update over all rollout batches of this step."""
+        """One optimizer update over all rollout batches of this step; skipped (or stopped, per
+        cfg.nonfinite_policy) when rewards, loss or gradients are not finite (nonfinite.py)."""
         cfg = self.cfg
+        problems = nonfinite.rollout_problems(rollouts)
         self.train_model.train()
         total_seqs = sum(len(r.completion_ids) for r in rollouts)
         # DAPO divides by the token count of the whole (all-process) batch (masked completions
@@ -295,7 +297,7 @@ class Trainer:
         n_micro = sum(1 for r in rollouts for _ in self._micro_batches(r))
         sums: dict[str, float] = {}
         meter = mismatch.MismatchMeter()   # engine vs trainer log-probs of the step's completion tokens
-        for ro, old_r, ref_r in zip(rollouts, old, ref):
+        for b, (ro, old_r, ref_r) in enumerate(zip(rollouts, old, ref)):
             for k, sl in enumerate(self._micro_batches(ro)):
                 logp, mask, ent = sequence_logps(self.train_model, ro.prompt_ids[sl], ro.completion_ids[sl],
                                                  pad_id=self.engine.pad_id, device=self.device,
@@ -320,16 +322,19 @@ class Trainer:
                 # loss and pg_loss add up as the gradient does (their process average is the batch's);
                 # the other metrics are means over sequences
                 m["loss"], m["pg_loss"] = loss.item() * weight * dapo_scale, m["pg_loss"] * weight * dapo_scale
+                problems += nonfinite.loss_problems(loss.item(), b, k)
                 m["entropy_sum"] = (ent * mask).sum().item()
                 for key, v in m.items():
                     w = 1.0 if key in ("loss", "pg_loss", "entropy_sum") else (sl.stop - sl.start) / total_seqs
                     sums[key] = sums.get(key, 0.0) + float(v) * w
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-        self.opt.step()
-        self.sched.step()
+        grad_norm, grad_problems = nonfinite.clip_grad_norm(self.model.named_parameters(), cfg.max_grad_norm)
+        skipped = nonfinite.decide(problems + grad_problems, self.dist, cfg.nonfinite_policy, self.step + 1)
+        if skipped is None:   # a skipped update leaves weights, AdamW state and schedule as they were
+            self.opt.step()
+            self.sched.step()
         self.opt.zero_grad(set_to_none=True)
         sums["entropy"] = self.dist.sum(sums.pop("entropy_sum")) / max(1, total_tokens)
-        sums["grad_norm"] = float(grad_norm)
+        sums.update(grad_norm=grad_norm, skipped_nonfinite=float(skipped is not None), nonfinite=skipped)
         return {**sums, **meter.result(self.dist.gather)}
 
     def train_step(self, step: int) -> dict:
@@ -342,6 +347,8 @@ class Trainer:
         lr = self.sched.get_last_lr()[0]
         for _ in range(cfg.num_iterations):
             upd = self.update(rollouts, old, ref)
+            if upd["skipped_nonfinite"]:   # the next update would start from the same weights
+                break
         self.engine.sync_weights(self.model)  # no-op for the transformers engine (same model object)
         step_time = time.perf_counter() - t0
         stats = _merge_stats([r.stats for r in rollouts])

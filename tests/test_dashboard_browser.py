@@ -25,7 +25,7 @@ from test_dashboard import SCRIPT, build_dashboard_runs, payload_near_miss_label
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = os.environ.get("IGRPO_CHROMIUM", "/usr/bin/chromium")   # scripts/setup_browser.sh installs it
 SHOTS = ROOT / "artifacts" / "screenshots"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
@@ -45,7 +45,8 @@ def _free_port() -> int:
 
 def _need_chromium() -> None:
     if not Path(CHROMIUM).exists():
-        msg = f"{CHROMIUM} is missing: run `bash scripts/setup_browser.sh` (apt-get install chromium)"
+        msg = (f"{CHROMIUM} is missing: `bash scripts/setup_browser.sh` installs it with root or password-less "
+               "sudo (apt-get install chromium); or set IGRPO_CHROMIUM to a Chromium binary")
         if os.environ.get("CI"):
             pytest.fail(msg)
         pytest.skip(msg)
