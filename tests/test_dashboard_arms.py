@@ -159,7 +159,8 @@ def test_rollout_page_shows_which_draft_was_chosen_and_why(study, monkeypatch):
     assert at.metric[0].label == "Chosen draft" and at.metric[0].value == "#1"
     assert any("worst: lowest reward" == t.value for t in at.text)
     assert any("`worst`" in c.value for c in at.caption) and any("reward rank 2 of 2" in c.value for c in at.caption)
-    spec = at.get("plotly_chart")[0].proto.spec
+    # decoded: plotly escapes non-ASCII ("·") or not depending on whether orjson is installed
+    spec = json.dumps(json.loads(at.get("plotly_chart")[0].proto.spec), ensure_ascii=False)
     assert "Draft rewards" in spec and "chosen · wrong" in spec and "#ff7f0e" in spec
     drafts = next(f.value for f in at.dataframe if "selection_reason" in f.value.columns)
     assert list(drafts["selection_reason"].fillna("")) == ["", "worst: lowest reward"]
