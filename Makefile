@@ -14,7 +14,7 @@ demo: setup
 	.venv/bin/igrpo compare --tag demo --seeds 0
 test: setup
 	bash scripts/setup_browser.sh
-	.venv/bin/python -m pytest -q
+	.venv/bin/python -m pytest -q --durations=25   # the slowest tests by name: the multi-process, kill-loop and disk tests show in the log
 	$(MAKE) --no-print-directory test-vllm
 test-vllm: setup-vllm
 	.venv-vllm/bin/python -m pytest -v -s -rxX tests/test_vllm_engine.py
