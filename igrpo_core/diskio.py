@@ -16,7 +16,8 @@ or a partial one that looks complete.
   marked complete; a record's temporary written but not yet renamed), after appending
   "<window> <path>" to the file IGRPO_TEST_DELAY_MARKER, so a test can SIGKILL it there
   (tests/test_kill_loops.py). Windows: checkpoint, rollouts, metrics, status, eval_part,
-  eval_samples, eval_summary, ablation_results.
+  eval_samples, eval_summary, ablation_results. "checkpoint@step_000006:60" pauses only in writes
+  whose path contains "step_000006".
 
 Deliberately left out: retries (space is the user's to free; the run resumes when rerun), and an
 fsync of every small record (a kill does not lose the page cache; only checkpoints, where a resume
@@ -53,7 +54,8 @@ def test_pause(window: str, path: Path | str) -> None:
         return
     for item in spec.split(","):
         name, _, seconds = item.strip().partition(":")
-        if name == window:
+        name, _, in_path = name.partition("@")    # "checkpoint@step_000006": only writes under that path
+        if name == window and in_path in str(path):
             marker = os.environ.get("IGRPO_TEST_DELAY_MARKER")
             if marker:
                 with open(marker, "a") as f:

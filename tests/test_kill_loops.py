@@ -42,6 +42,7 @@ TRAIN = ["--run_name", "k", "--max_steps", str(MAX_STEPS), "--save_steps", "2", 
          "--max_completion_length", "8", "--tiny_num_problems", "50", "--torch_threads", "1"]
 EVAL = ["--eval_dataset", "tiny:heldout", "--eval_limit", "40", "--eval_num_samples", "2", "--tiny_num_problems",
         "300", "--max_completion_length", "12", "--torch_threads", "1", "--workers", "2"]
+FINAL_CHECKPOINT = f"checkpoint@step_{MAX_STEPS:06d}:60"   # see the training kill loop
 WINDOW_S = 60      # a window the test kills in: the process waits there until killed
 
 
@@ -182,7 +183,9 @@ def test_train_killed_24_times_ends_equal_to_an_uninterrupted_run(runner, straig
     killed = 0
     for kind in kinds:
         window = kind not in ("early", "random")
-        pid, _, marker = runner.start(argv, delay=f"{kind}:{WINDOW_S}" if window else "")
+        # a random kill lands anywhere but past the last checkpoint's write: on a fast machine a launch would
+        # otherwise finish the run, and every later launch would have nothing left to interrupt
+        pid, _, marker = runner.start(argv, delay=f"{kind}:{WINDOW_S}" if window else FINAL_CHECKPOINT)
         if window:
             wait_for(marker.exists, pid, f"the {kind} window")
         else:
@@ -213,7 +216,8 @@ def test_eval_killed_8_times_ends_equal_to_an_uninterrupted_evaluation(runner, t
     rng, killed = random.Random(3), 0
     for kind in ["early", "random", "eval_part", "random", "eval_part", "random", "eval_samples", "eval_summary"]:
         window = kind.startswith("eval_")
-        pid, _, marker = runner.start(argv, delay=f"{kind}:{WINDOW_S}" if window else "")
+        # as in the training loop: a random kill may not outrun the evaluation's last write
+        pid, _, marker = runner.start(argv, delay=f"{kind}:{WINDOW_S}" if window else f"eval_summary:{WINDOW_S}")
         if window:
             wait_for(marker.exists, pid, f"the {kind} window")
         else:
