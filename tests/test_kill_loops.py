@@ -216,8 +216,10 @@ def test_eval_killed_8_times_ends_equal_to_an_uninterrupted_evaluation(runner, t
     rng, killed = random.Random(3), 0
     for kind in ["early", "random", "eval_part", "random", "eval_part", "random", "eval_samples", "eval_summary"]:
         window = kind.startswith("eval_")
-        # as in the training loop: a random kill may not outrun the evaluation's last write
-        pid, _, marker = runner.start(argv, delay=f"{kind}:{WINDOW_S}" if window else f"eval_summary:{WINDOW_S}")
+        # as in the training loop, no launch may outrun the evaluation's last write: random ones pause in the
+        # summary's write, and a window launch whose window is already past (every part on disk) pauses there too
+        guard = f"eval_summary:{WINDOW_S}"
+        pid, _, marker = runner.start(argv, delay=f"{kind}:{WINDOW_S},{guard}" if window else guard)
         if window:
             wait_for(marker.exists, pid, f"the {kind} window")
         else:
