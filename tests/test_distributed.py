@@ -55,6 +55,16 @@ def finish(proc: subprocess.Popen, timeout: float = 600) -> str:
     return out
 
 
+def kill_after_second_checkpoint(proc: subprocess.Popen, run: Path, timeout: float = 600) -> None:
+    """SIGKILL the launcher and its workers once the step-2 checkpoint is complete."""
+    deadline = time.time() + timeout
+    while not (run / "checkpoints/step_000002/trainer_state.json").exists():
+        assert proc.poll() is None and time.time() < deadline, "the job ended before its second checkpoint"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)                                   # launcher and both workers
+    proc.wait()
+
+
 def assert_same_run(a: Path, b: Path, step: int) -> None:
     ma, mb = records.read_metrics(a), records.read_metrics(b)
     cols = [c for c in ma.columns if c not in TIMING]
@@ -95,12 +105,7 @@ def test_sigkill_of_the_two_process_job_then_relaunch_resumes_exactly(tmp_path):
     straight = T.train(small_config(tmp_path / "one", run_name="one", **{**BASE, **steps}))
     proc = launch(tmp_path / "two", "two", **steps)
     run = tmp_path / "two" / "two"
-    deadline = time.time() + 600
-    while not (run / "checkpoints/step_000002/trainer_state.json").exists():
-        assert proc.poll() is None and time.time() < deadline, "the job ended before its second checkpoint"
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)                                   # launcher and both workers
-    proc.wait()
+    kill_after_second_checkpoint(proc, run)
     assert records.read_json(run / "status.json")["state"] == "running"   # died without a word
     finish(launch(tmp_path / "two", "two", **steps))
     assert records.read_metrics(run)["step"].to_list() == [1, 2, 3, 4]

@@ -5,9 +5,7 @@ metrics and the same weights within float reduction order (the tolerance of test
 A SIGKILL of the job after its second checkpoint and a relaunch resume exactly from the full state
 gathered on the main process. The refusals (FSDP1, FSDP with vLLM or LoRA) come before any work."""
 import os
-import signal
 import subprocess
-import time
 
 import pytest
 import torch
@@ -16,7 +14,8 @@ from safetensors.torch import load_file
 from igrpo_core import distributed, records
 from igrpo_core import trainer as T
 from tests.conftest import small_config
-from tests.test_distributed import ACCELERATE, BASE, ROOT, assert_same_run, finish, free_port, launch
+from tests.test_distributed import (ACCELERATE, BASE, ROOT, assert_same_run, finish, free_port,
+                                    kill_after_second_checkpoint, launch)
 
 FSDP = "fsdp_cpu_2proc.yaml"
 
@@ -27,12 +26,7 @@ def test_fsdp_two_processes_equal_one_then_sigkill_and_relaunch_resume_exactly(t
     straight = T.train(small_config(tmp_path / "one", run_name="one", **{**BASE, **steps}))
     proc = launch(tmp_path / "two", "two", config=FSDP, **steps)
     run = tmp_path / "two" / "two"
-    deadline = time.time() + 600
-    while not (run / "checkpoints/step_000002/trainer_state.json").exists():
-        assert proc.poll() is None and time.time() < deadline, "the job ended before its second checkpoint"
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)                                   # launcher and both workers
-    proc.wait()
+    kill_after_second_checkpoint(proc, run)
     assert records.read_json(run / "model.json")["fsdp"] is True
     # the checkpoint holds every parameter in full (gathered from both processes' shards)
     saved = load_file(run / "checkpoints/step_000002/model/model.safetensors")
