@@ -28,17 +28,22 @@ from igrpo_core.tinyworld import stable_hash
 
 SOURCE = "words"
 HELDOUT_BUCKETS = 10
-DEFAULT_LEVEL = 0  # SmolLM2-135M (Q4_1 GGUF): 22% greedy, 9% sampled at T 0.7 (n=32), see README
+DEFAULT_LEVEL = 0  # SmolLM2-135M (Q4_1 GGUF) at T 0.7, see README for the measured rate
 LEVELS = (0, 1, 2, 3)
 
-# How the model is told to answer: without it SmolLM2 answers in prose, no \boxed{}. A system prompt
-# alone is mostly ignored by the 135M model; the same request at the end of the user turn is followed
-# far more often, so every problem text ends with INSTRUCTION (the gold answer is unaffected).
-# Asking for the answer only also keeps completions short (measured: 40 vs 58 tokens on level 0).
-SYSTEM_PROMPT = "Reply with only the final answer, written as \\boxed{number}."
-INSTRUCTION = "Reply with only the answer, like \\boxed{5}."
+# How the model is told to answer. Without it SmolLM2 answers in prose and marks no answer. Measured on
+# 32 held-out level-0 problems at T 0.7 (2026-12-01): "Reply with only the answer, like \\boxed{5}"
+# 5-10% correct with ~60% of replies unmarked (it states the right sum in prose but never boxes it);
+# "End your reply with: The answer is N" 3% (16% after one worked example); "then write #### and
+# the answer" 3%, and after ONE worked example in GSM8K's "#### N" format 22% with 19% unmarked. So every problem text is
+# EXAMPLE + problem + INSTRUCTION (the gold answer is unaffected). The example's sum (3 + 4) is a
+# training-pool key, so no held-out problem is shown in a prompt.
+EXAMPLE = ("Example:\nMia has 3 shells. She buys 4 more. How many shells does she have now?\n"
+           "Mia has 3 + 4 = 7 shells.\n#### 7\n\nNow solve this one:\n")
+SYSTEM_PROMPT = "Solve the problem in one line, then write #### and the answer."
+INSTRUCTION = "Solve it in one line, then write #### and the answer."
 DRAFT_TEMPLATE = ("{question}\n\nHere is a previous attempt. It may be wrong:\n{draft}\n\n"
-                  "Check it and solve the problem again. Reply with only the answer, like \\boxed{{5}}.")  # {{}}: format
+                  "Check it and solve the problem again in one line, then write #### and the answer.")
 
 PEOPLE = [("Tom", "he", "his"), ("Anna", "she", "her"), ("Ben", "he", "his"), ("Mia", "she", "her"),
           ("Sam", "he", "his"), ("Lily", "she", "her"), ("Max", "he", "his"), ("Emma", "she", "her"),
@@ -146,7 +151,7 @@ def make_split(split: str, n: int, level: int = DEFAULT_LEVEL, seed: int = 0) ->
         if is_heldout(key) != (split == "heldout") or text in seen:
             continue
         seen.add(text)
-        out.append({"id": f"words{level}/{split}/{len(out):05d}", "problem": f"{text}\n{INSTRUCTION}",
+        out.append({"id": f"words{level}/{split}/{len(out):05d}", "problem": f"{EXAMPLE}{text}\n{INSTRUCTION}",
                     "answer": str(p.answer), "source": SOURCE, "level": level, "key": key, "question": text})
     return out
 

@@ -34,7 +34,7 @@ def test_gold_answers_match_the_text(level):
         assert int(r["answer"]) == _recompute(r) >= 0, r
         # The key's operands are the numbers the text states, in order.
         assert r["key"].split(":")[2] == ",".join(NUM.findall(r["question"])), r
-        assert r["problem"] == f"{r['question']}\n{wp.INSTRUCTION}"
+        assert r["problem"] == f"{wp.EXAMPLE}{r['question']}\n{wp.INSTRUCTION}"
     assert {op for r in rows for op in r["key"].split(":")[1].split(",")} == (
         {"+", "-"} if level in (0, 1) else {"+", "-", "*", "/"} if level == 2 else {"+", "-", "*"})
 
@@ -69,16 +69,16 @@ def test_dataset_specs_resolve_through_load_dataset():
         load_examples("words:test", tiny_num_problems=5)
 
 
-def test_accuracy_reward_reads_the_boxed_answer_the_prompt_asks_for():
+def test_accuracy_reward_reads_the_answer_format_the_prompt_asks_for():
     row = wp.make_split("heldout", 1, 2)[0]
-    assert "\\boxed{" in wp.SYSTEM_PROMPT and row["problem"].endswith(wp.INSTRUCTION)
-    good = f"That makes {row['answer']}. \\boxed{{{row['answer']}}}"
-    bad = f"\\boxed{{{int(row['answer']) + 1}}}"
+    assert "####" in wp.SYSTEM_PROMPT and row["problem"].endswith(wp.INSTRUCTION) and "#### 7" in wp.EXAMPLE
+    good = f"That makes 3 + 4 = 7, no: {row['answer']}.\n#### {row['answer']}"
+    bad = f"#### {int(row['answer']) + 1}"
     fns = build_reward_fns(Config(reward_funcs=["accuracy"], reward_weights=[1.0]))
     assert score_one(good, row, fns).total == 1.0
     assert score_one(bad, row, fns).total == 0.0
     q = attach_draft(row["problem"], bad, wp.DRAFT_TEMPLATE)
-    assert row["problem"] in q and bad in q and q.endswith("\\boxed{5}.")
+    assert row["problem"] in q and bad in q and q.endswith("write #### and the answer.")
 
 
 def test_unknown_level_and_split_are_errors():
