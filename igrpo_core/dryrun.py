@@ -118,11 +118,17 @@ def find_arch(cfg: Config) -> Arch | None:
     return paper_arch(cfg.model_name_or_path) or arch_from_dir(cfg.model_name_or_path)
 
 
+def chunked_head(cfg: Config) -> bool:
+    """Whether the trainer will compute log-probs in chunks (logprobs.sequence_logps): yes for a plain
+    linear head, which every preset's model has, unless LoRA wraps the head."""
+    return not (cfg.use_peft and any("lm_head" in m for m in cfg.lora_target_modules or []))
+
+
 def memory_table(arch: Arch, cfg: Config, n_devices: int = 8) -> dict[str, dict[str, int]]:
     """Estimates keyed by column: 1 GPU / FSDP / DDP, without and with gradient checkpointing."""
     common = dict(micro_batch=cfg.per_device_train_batch_size, prompt_len=cfg.max_prompt_length,
                   completion_len=cfg.max_completion_length, generation_batch=cfg.generation_batch_size,
-                  reference_model=cfg.beta > 0, kv_elt=FP32)
+                  reference_model=cfg.beta > 0, kv_elt=FP32, chunked_logits=chunked_head(cfg))
     cols = {}
     for ckpt in (False, True):
         tag = "ckpt" if ckpt else "no ckpt"
@@ -222,7 +228,7 @@ def _budget_lines(b: dict, cfg: Config, pessimistic: dict | None) -> list[str]:
 
 _ROWS = [("params (fp32)", "params"), ("grads (fp32)", "grads"), ("AdamW m, v (fp32)", "optimizer"),
          ("reference model", "reference"), ("bf16 casts / gathered", "gathered_params"),
-         ("activations", "activations"), ("logits (unchunked)", "logits"), ("= training peak", "train_peak"),
+         ("activations", "activations"), ("logits", "logits"), ("= training peak", "train_peak"),
          ("rollout KV cache", "kv_cache"), ("= rollout peak", "rollout_peak")]
 
 
@@ -252,9 +258,10 @@ def _memory_lines(arch: Arch, cfg: Config) -> list[str]:
               "under FSDP needs the full weights gathered to generate; the vLLM engine instead reserves "
               f"vllm_gpu_memory_utilization={cfg.vllm_gpu_memory_utilization} of the device; CUDA context, NCCL "
               "buffers and fragmentation are not counted."]
-    chunked = logits_bytes(arch, cfg.per_device_train_batch_size, cfg.max_completion_length, chunked=True)
-    lines.append(f"  the logits row is an upper bound: the trainer computes log-probs in chunks for a plain linear "
-                 f"head (losses.chunked_token_logps), {chunked / 2 ** 20:.0f} MiB instead")
+    full = logits_bytes(arch, cfg.per_device_train_batch_size, cfg.max_completion_length)
+    lines.append("  logits: chunked log-probs (losses.chunked_token_logps: one chunk of logits at a time, recomputed "
+                 f"in backward); full logits would add {full / GIB:.1f} GiB" if chunked_head(cfg) else
+                 "  logits: full (LoRA wraps the output layer, so log-probs are not chunked)")
     if arch.pattern:
         lines.append("  APPROXIMATE: hybrid Mamba-2 model; Mamba scan activations are modelled roughly.")
     return lines

@@ -186,12 +186,13 @@ def kv_cache_bytes_per_token(a: Arch, elt: int) -> int:
 
 def estimate(a: Arch, *, micro_batch: int, prompt_len: int, completion_len: int, generation_batch: int,
              n_devices: int = 1, strategy: str = "single", checkpointing: bool = False,
-             reference_model: bool = False, kv_elt: int = FP32) -> dict[str, int]:
+             reference_model: bool = False, kv_elt: int = FP32, chunked_logits: bool = False) -> dict[str, int]:
     """Bytes per device of each component, plus `train_peak` and `rollout_peak`.
 
     strategy: "single" (1 device), "ddp" (full replica per device) or "fsdp" (params, grads and
     optimizer state sharded over n_devices; the gathered blocks are counted as a transient of the
     two largest units, one in use and one prefetched).
+    chunked_logits: the trainer's chunked log-probs (a plain linear head) instead of full logits.
     """
     if strategy not in ("single", "ddp", "fsdp"):
         raise ValueError(f"strategy {strategy!r}")
@@ -206,7 +207,7 @@ def estimate(a: Arch, *, micro_batch: int, prompt_len: int, completion_len: int,
         out["gathered_params"] = BF16 * (biggest_unit if checkpointing else P)
     tokens = micro_batch * (prompt_len + completion_len)
     out["activations"] = activation_bytes(a, tokens, checkpointing)
-    out["logits"] = logits_bytes(a, micro_batch, completion_len)
+    out["logits"] = logits_bytes(a, micro_batch, completion_len, chunked=chunked_logits)
     state = out["params"] + out["optimizer"] + out["reference"]
     out["train_peak"] = state + out["grads"] + out["gathered_params"] + out["activations"] + out["logits"]
     # Rollouts (transformers engine): grads are freed (zero_grad set_to_none); the KV cache holds

@@ -41,6 +41,9 @@ def test_estimator_hand_computed():
     assert est["activations"] == 16 * 2 * 336
     assert est["logits"] == 2 * 6 * 10 * 6                         # B x (T + 1) x V x (2 + 4) bytes
     assert est["train_peak"] == 5408 + 5408 + 10816 + 2704 + 10752 + 720
+    chunk = estimate(a, micro_batch=2, prompt_len=3, completion_len=5, generation_batch=4, chunked_logits=True)
+    assert chunk["logits"] == 2 * 6 * 10 * 6 + 2 * 6 * 4            # all 120 logits fit one chunk, + lse per token
+    assert chunk["train_peak"] == est["train_peak"] - est["logits"] + chunk["logits"]
     assert est["kv_cache"] == 4 * 8 * (2 * 2 * 1 * 4 * 4)          # 4 seqs x 8 tokens x K,V x 2 layers x 4 dims x fp32
     assert est["rollout_peak"] == 5408 + 10816 + 2048
     ck = estimate(a, micro_batch=2, prompt_len=3, completion_len=5, generation_batch=4, checkpointing=True)
@@ -135,6 +138,8 @@ def test_dry_run_paper_preset_offline_uses_labelled_approximation(no_weights, mo
     assert mem["1 GPU, no ckpt"]["params"] == 4 * 14_770_033_664
     assert mem["8x FSDP, ckpt"]["optimizer"] == 8 * 14_770_033_664 // 8
     assert mem["8x FSDP, ckpt"]["activations"] < mem["8x FSDP, no ckpt"]["activations"]
+    # The trainer chunks a plain head's log-probs: one 2^23-logit chunk, not 8 x 4,097 x 152,064 logits.
+    assert mem["1 GPU, ckpt"]["logits"] < 2 ** 30 and "full logits would add 27.9 GiB" in text
     assert "accelerate launch --num_processes 8 -m igrpo_core train --preset paper-openmath-nemotron-14b" in text
 
 
