@@ -114,6 +114,17 @@ def merge_eos_ids(generation_config, tokenizer) -> set[int]:
     return ids
 
 
+def distinct_rows(prompt_of_row: list[int]) -> tuple[list[int], list[int]]:
+    """Runs of equal prompt indices -> (the distinct prompt of each run, each row's run number):
+    [3, 3, 5, 5, 5] -> ([3, 5], [0, 0, 1, 1, 1])."""
+    distinct, rows = [], []
+    for i, pi in enumerate(prompt_of_row):
+        if not i or pi != prompt_of_row[i - 1]:
+            distinct.append(pi)
+        rows.append(len(distinct) - 1)
+    return distinct, rows
+
+
 def left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
@@ -243,6 +254,7 @@ class TransformersEngine:
                              f"got {decode!r}, {sampler!r}")
         self.model, self.tokenizer, self.batch_size, self.amp_dtype = model, tokenizer, batch_size, amp_dtype
         self.decode, self.sampler = decode, sampler
+        self.share_prefill = True  # the loop prefills each distinct prompt once (False: once per sample)
         self.eos_ids = eos_token_ids(model, tokenizer)
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else next(iter(self.eos_ids))
@@ -265,13 +277,18 @@ class TransformersEngine:
         amp = torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
         for start in range(0, len(flat), self.batch_size):
             chunk = flat[start: start + self.batch_size]
-            ids, mask = left_pad([p for _, p in chunk], self.pad_id, device)
+            # The n samples of a prompt are consecutive rows: the loop prefills each distinct prompt once.
+            distinct, rows = distinct_rows([pi for pi, _ in chunk])
+            ids, mask = left_pad([prompts[pi] for pi in distinct], self.pad_id, device)          # (U, Tp)
+            expand = torch.tensor(rows, device=device)                                         # (B,) -> U
             gens = row_generators([seeds[pi] for pi, _ in chunk], sample_of[start: start + len(chunk)])
             with amp:
-                if self.decode == "loop":
-                    new, logps = self._decode_loop(ids, mask, params, gens)
+                if self.decode == "loop" and self.share_prefill:
+                    new, logps = self._decode_loop(ids, mask, params, gens, expand)
+                elif self.decode == "loop":
+                    new, logps = self._decode_loop(ids[expand], mask[expand], params, gens)
                 else:
-                    new, logps = self._generate(ids, mask, params, gens, gen_config)
+                    new, logps = self._generate(ids[expand], mask[expand], params, gens, gen_config)
             new = new.tolist()
             logps = logps.tolist() if logps is not None else [None] * len(new)
             for (pi, _), toks, lps in zip(chunk, new, logps):
@@ -293,20 +310,33 @@ class TransformersEngine:
         return new, torch.stack(sampler.logps, dim=1)[:, :new.shape[1]]               # (B, T)
 
     def _decode_loop(self, ids: torch.Tensor, mask: torch.Tensor, params: SamplingParams,
-                     generators: list[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor | None]:
+                     generators: list[torch.Generator], expand: torch.Tensor | None = None,
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """New tokens (B, <= max_new_tokens), as `generate` would feed the model: a KV cache, position
         ids from the attention mask, pad fed after a row's EOS; stops when every row has ended.
-        Also each token's sampled log-prob (B, T) (None when greedy; past a row's EOS: meaningless)."""
+        Also each token's sampled log-prob (B, T) (None when greedy; past a row's EOS: meaningless).
+        `expand` (B,): row b continues prompt row expand[b] of `ids` (U, Tp): each distinct prompt is
+        prefilled once and its KV cache and first logits are copied to its samples' rows, instead of
+        prefilling the same prompt n times (None: `ids` already has one row per sample)."""
         from transformers import DynamicCache
         model, device = self.model, ids.device
+        B = ids.shape[0] if expand is None else expand.shape[0]
+        if params.max_new_tokens <= 0:
+            return ids.new_zeros((B, 0)), None
         cache = DynamicCache(config=model.config)
-        pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)                         # (B, Tp)
+        pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)                         # (U, Tp)
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                       use_cache=True, logits_to_keep=1).logits[:, -1].float()         # (U, V)
+        if expand is not None:                                                        # U rows -> B rows
+            logits, mask, pos = logits[expand], mask[expand], pos[expand]
+            cache.reorder_cache(expand)
         eos = torch.tensor(sorted(self.eos_ids), device=device)
-        alive = torch.ones(ids.shape[0], dtype=torch.bool, device=device)            # (B,)
-        inp, attn, out, logps = ids, mask, [], []
-        for _ in range(params.max_new_tokens):
-            logits = model(input_ids=inp, attention_mask=attn, position_ids=pos, past_key_values=cache,
-                           use_cache=True, logits_to_keep=1).logits[:, -1].float()     # (B, V)
+        alive = torch.ones(B, dtype=torch.bool, device=device)                        # (B,)
+        attn, out, logps = mask, [], []
+        for step in range(params.max_new_tokens):
+            if step:
+                logits = model(input_ids=inp, attention_mask=attn, position_ids=pos, past_key_values=cache,
+                               use_cache=True, logits_to_keep=1).logits[:, -1].float()  # (B, V)
             if params.greedy:
                 nxt = logits.argmax(-1)                                              # (B,)
             else:
@@ -320,6 +350,4 @@ class TransformersEngine:
                 break
             inp, pos = nxt[:, None], pos[:, -1:] + 1
             attn = torch.cat([attn, attn.new_ones((attn.shape[0], 1))], dim=-1)
-        if not out:
-            return ids.new_zeros((ids.shape[0], 0)), None
         return torch.stack(out, dim=1), (torch.stack(logps, dim=1) if logps else None)  # (B, T) each

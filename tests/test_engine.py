@@ -208,3 +208,29 @@ def test_samples_do_not_depend_on_batch_size_batch_mates_or_shard(engine, tiny_t
     assert len({tuple(c.ids) for c in whole}) > 6                      # it really samples
     other = engine.generate(p, SamplingParams(**{**params.__dict__, "seed": 6}))
     assert [c.ids for c in other] != [c.ids for c in whole]
+
+
+def test_each_distinct_prompt_is_prefilled_once_with_the_same_samples(engine, tiny_tokenizer):
+    """The loop prefills a prompt once and copies its KV cache to its n rows (issue 10): the first
+    forward sees the distinct prompts only; samples equal those of one prefill per row, log-probs to
+    float rounding. batch_size 16 with n 3 also splits a prompt's samples across two chunks."""
+    from igrpo_core.engine import distinct_rows
+    assert distinct_rows([3, 3, 5, 5, 5, 3]) == ([3, 5, 3], [0, 0, 1, 1, 1, 2])
+    p, params = prompts(tiny_tokenizer, 7), SamplingParams(n=3, temperature=0.8, max_new_tokens=20, seed=9)
+    rows, model = [], engine.model
+    hook = model.register_forward_pre_hook(lambda _m, _a, kw: rows.append(kw["input_ids"].shape), with_kwargs=True)
+    try:
+        shared = engine.generate(p, params)
+        first_shared = [r for r in rows if r[1] > 1]                       # prefill calls: (rows, prompt width)
+        rows.clear()
+        engine.share_prefill = False
+        per_row = engine.generate(p, params)
+        first_per_row = [r for r in rows if r[1] > 1]
+    finally:
+        engine.share_prefill = True
+        hook.remove()
+    assert [r[0] for r in first_shared] == [6, 2] and [r[0] for r in first_per_row] == [16, 5]  # 7 prompts x 3
+    assert [c.ids for c in shared] == [c.ids for c in per_row]
+    assert [c.finish_reason for c in shared] == [c.finish_reason for c in per_row]
+    diffs = [abs(a - b) for x, y in zip(shared, per_row) for a, b in zip(x.logprobs, y.logprobs)]
+    assert max(diffs) < 1e-5 and len(diffs) > 100
