@@ -1,7 +1,9 @@
 """Rollout engine tokens/s vs a plain `model.generate` on the same batch (issue 10).
 
 The work model (random Llama, SmolLM2 vocabulary), 16 prompts x 8 samples, LEN new tokens forced full
-length (no EOS), T 1.0; sides alternate in one process, medians over rounds.
+length (no EOS), T 1.0; sides alternate in one process, medians over rounds. The engine sides show each
+lever on its own: the multinomial sampler with a prefill per sample row (the loop's first version),
+the inverse-CDF sampler, then one prefill per distinct prompt (the default).
 
   python bench/sampler.py [--len 64] [--rounds 3] [--threads 2] [--top-p 1.0] [--top-k 0]
 """
@@ -45,13 +47,15 @@ def main():
                                  pad_token_id=tok.pad_token_id)
         return out.shape[1] - ids.shape[1]
 
-    def engine(sampler):
+    def engine(sampler, share_prefill=True):
         eng = TransformersEngine(model, tok, batch_size=128, sampler=sampler)
         eng.eos_ids = {-1}   # forced full length
+        eng.share_prefill = share_prefill
         return lambda: sum(len(c.ids) for c in eng.generate(prompts, params)) // 128
 
-    sides = {"model.generate": plain_generate, "engine multinomial": engine("multinomial"),
-             "engine inverse_cdf": engine("inverse_cdf")}
+    sides = {"model.generate": plain_generate, "engine multinomial, prefill per row": engine("multinomial", False),
+             "engine inverse_cdf, prefill per row": engine("inverse_cdf", False),
+             "engine inverse_cdf (default: one prefill per prompt)": engine("inverse_cdf")}
 
     def timed(fn):
         def run():

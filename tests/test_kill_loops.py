@@ -113,6 +113,11 @@ def wait_for(pred, pid: int, what: str, timeout: float = 120.0) -> None:
         time.sleep(0.01)
 
 
+def marked(marker: Path) -> bool:
+    """The pause marker holds a whole line: diskio.test_pause opens it (so it exists) before it writes."""
+    return marker.exists() and marker.read_text().endswith("\n")
+
+
 def alive(pid: int) -> bool:
     """True while the child has not exited (a zombie, not yet reaped by the runner, counts as ended)."""
     try:
@@ -187,7 +192,7 @@ def test_train_killed_24_times_ends_equal_to_an_uninterrupted_run(runner, straig
         # otherwise finish the run, and every later launch would have nothing left to interrupt
         pid, _, marker = runner.start(argv, delay=f"{kind}:{WINDOW_S}" if window else FINAL_CHECKPOINT)
         if window:
-            wait_for(marker.exists, pid, f"the {kind} window")
+            wait_for(lambda: marked(marker), pid, f"the {kind} window")
         else:
             time.sleep(rng.uniform(0.0, 1.0) if kind == "early" else rng.uniform(0.5, 4.0))
         killed += runner.kill(pid)
@@ -221,7 +226,7 @@ def test_eval_killed_8_times_ends_equal_to_an_uninterrupted_evaluation(runner, t
         guard = f"eval_summary:{WINDOW_S}"
         pid, _, marker = runner.start(argv, delay=f"{kind}:{WINDOW_S},{guard}" if window else guard)
         if window:
-            wait_for(marker.exists, pid, f"the {kind} window")
+            wait_for(lambda: marked(marker), pid, f"the {kind} window")
         else:
             time.sleep(rng.uniform(0.0, 1.0) if kind == "early" else rng.uniform(0.5, 4.0))
         killed += runner.kill(pid)
@@ -269,7 +274,7 @@ def test_ablation_grid_killed_mid_arm_ends_with_the_uninterrupted_table(runner, 
     for kind in ["checkpoint", "eval_part", "ablation_results", "eval_summary"]:
         pid, _, marker = runner.start([str(out), "g"], call="tests.test_kill_loops:run_grid",
                                       delay=f"{kind}:{WINDOW_S}")
-        wait_for(marker.exists, pid, f"the {kind} window")
+        wait_for(lambda: marked(marker), pid, f"the {kind} window")
         assert runner.kill(pid)
         if (out / "ablation-g" / "results.parquet").exists():
             assert _table(out).equals(want.head(_table(out).height))   # rows so far: finished arms only
@@ -315,7 +320,7 @@ def fill(mnt: Path, leave: int = 0) -> Path:
 def fail_in_window(runner, argv, window: str, act, run: Path, symbol: str) -> str:
     """Launch, wait for `window`, act on the filesystem, let the launch go on: it must fail cleanly."""
     pid, log, marker = runner.start(argv, delay=f"{window}:1.5")
-    wait_for(marker.exists, pid, f"the {window} window")
+    wait_for(lambda: marked(marker), pid, f"the {window} window")
     act()
     assert runner.wait(pid) == 2, log.read_text()[-3000:]
     err = [line for line in log.read_text().splitlines() if line.startswith("error:")]
