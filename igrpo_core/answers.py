@@ -407,7 +407,14 @@ def _check(completion: str, gold, stage: list, found: list) -> CheckResult:
     return _compare(extracted, gold, stage)
 
 
+_PLAIN_INT_RE = re.compile(r"-?[0-9]{1,100}")
+
+
 def _compare(extracted: str, gold, stage: list) -> CheckResult:
+    if isinstance(gold, str) and _PLAIN_INT_RE.fullmatch(gold) and _PLAIN_INT_RE.fullmatch(extracted):
+        # Both plain integers (the tiny world's and GSM8K's answers): math-verify's verdict is int equality
+        # (tests/test_answers.py compares the two); skipping its parse takes the check from ~1 ms to ~1 us.
+        return CheckResult(int(extracted) == int(gold), "ok", extracted)
     gold_parsed = parse_gold(gold) if isinstance(gold, str) else gold
     stage[0] = "parse"
     pred = _parse(_to_latex_input(extracted))

@@ -389,3 +389,27 @@ def test_first_check_in_a_fresh_process_is_not_timed_on_math_verifys_imports():
                          cwd=Path(__file__).resolve().parents[1])
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["ok", "True"]
+
+
+def test_plain_integer_answers_skip_math_verify_with_its_verdict(monkeypatch):
+    """Integers on both sides are compared as ints (issue 10: answer checking's share of a step); the
+    verdict equals math-verify's on the same pairs, and math-verify is not called for them."""
+    from igrpo_core import answers as A
+    pairs = [("12", "12"), ("12", "13"), ("007", "7"), ("-0", "0"), ("-5", "5"), ("-5", "-5"),
+             ("1267650600228229401496703205376", "1267650600228229401496703205376"),
+             ("1267650600228229401496703205376", "1267650600228229401496703205377")]
+    slow = [A.check_answer(f"\\boxed{{{p}}}", g, timeout_s=None) for p, g in [("x", "1")]]  # math-verify set up
+    assert slow[0].status == "ok"
+    reference = []
+    for pred, gold in pairs:   # math-verify's verdict, through the general path (a non-integer-looking gold)
+        parsed = A.parse_gold(gold)
+        reference.append(A.check_answer(f"\\boxed{{{pred}}}", parsed, timeout_s=None).correct)
+    assert reference == [True, False, True, True, False, True, True, False]
+
+    def no_math_verify(*a, **k):
+        raise AssertionError("math-verify called for two plain integers")
+    monkeypatch.setattr(A, "_parse", no_math_verify)
+    fast = [A.check_answer(f"The sum is 3. \\boxed{{{pred}}}", gold, timeout_s=None) for pred, gold in pairs]
+    assert [r.correct for r in fast] == reference and {r.status for r in fast} == {"ok"}
+    with pytest.raises((AssertionError, A.AnswerParseError), match="math-verify called"):  # the rest: through it
+        A._compare("1/2", "0.5", ["gold"])
