@@ -4,7 +4,8 @@ the step times, generation times, tokens and this process's peak RSS. Run by ben
   _side.py ours  MODEL PROMPTS LEN STEPS THREADS ALGO VARIANT   (VARIANT: before | after | fast)
   _side.py trl   MODEL PROMPTS LEN STEPS THREADS
 before = model.generate + full-logits log-probs (the code before issue 10); after = decode loop +
-multinomial (generate's samples) + chunked log-probs; fast = after with the inverse-CDF sampler.
+multinomial (generate's samples) + chunked log-probs; fast = after with the inverse-CDF sampler and one
+prefill per distinct prompt (the defaults).
 """
 import json
 import resource
@@ -17,13 +18,18 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _full_logits(sequence_logps, *args, chunked=False, **kwargs):
+    """The trainer's sequence_logps with chunking switched off, whatever the trainer asks for."""
+    return sequence_logps(*args, chunked=False, **kwargs)
+
+
 def ours(model, prompts, length, steps, threads, algo, variant):
     import functools
 
     from igrpo_core import trainer as T
     from igrpo_core.config import Config
-    if variant == "before":  # the full-logits path everywhere, model.generate
-        T.sequence_logps = functools.partial(T.reference_sequence_logps)
+    if variant == "before":  # the full-logits path everywhere, model.generate, a prefill per sample
+        T.sequence_logps = functools.partial(_full_logits, T.sequence_logps)
     cfg = Config(model_name_or_path=model, dataset=prompts, algo=algo, num_generations=8, num_drafts=4,
                  prompts_per_step=16, max_completion_length=length, max_prompt_length=256, beta=0.0,
                  learning_rate=1e-5, temperature=1.0, per_device_train_batch_size=128, generation_batch_size=128,
@@ -35,6 +41,7 @@ def ours(model, prompts, length, steps, threads, algo, variant):
     tr.engine.eos_ids = {-1}  # forced full length on both sides: no token ends a completion
     if variant == "before":
         tr.engine.decode = "generate"
+    tr.engine.share_prefill = variant == "fast"
     times, gens, toks = [], [], []
     for s in range(1, steps + 2):  # step 1 warms up
         row = tr.train_step(s)
