@@ -281,14 +281,14 @@ class TransformersEngine:
             distinct, rows = distinct_rows([pi for pi, _ in chunk])
             ids, mask = left_pad([prompts[pi] for pi in distinct], self.pad_id, device)          # (U, Tp)
             expand = torch.tensor(rows, device=device)                                         # (B,) -> U
+            if self.decode == "generate" or not self.share_prefill:                          # a row per sample
+                ids, mask, expand = ids[expand], mask[expand], None
             gens = row_generators([seeds[pi] for pi, _ in chunk], sample_of[start: start + len(chunk)])
             with amp:
-                if self.decode == "loop" and self.share_prefill:
+                if self.decode == "loop":
                     new, logps = self._decode_loop(ids, mask, params, gens, expand)
-                elif self.decode == "loop":
-                    new, logps = self._decode_loop(ids[expand], mask[expand], params, gens)
                 else:
-                    new, logps = self._generate(ids[expand], mask[expand], params, gens, gen_config)
+                    new, logps = self._generate(ids, mask, params, gens, gen_config)
             new = new.tolist()
             logps = logps.tolist() if logps is not None else [None] * len(new)
             for (pi, _), toks, lps in zip(chunk, new, logps):
