@@ -28,7 +28,7 @@ def worker(method: str, T: int, V: int) -> dict:
 
     import torch
     sys.path.insert(0, str(common.ROOT))
-    from igrpo_core import losses
+    from igrpo_core import chunked, losses
     torch.set_num_threads(2)
     torch.manual_seed(0)
     h = torch.randn(1, T, 128, requires_grad=True)
@@ -37,7 +37,7 @@ def worker(method: str, T: int, V: int) -> dict:
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t = time.perf_counter()
     if method == "ours":
-        logp, ent = losses.chunked_token_logps(h, w, None, target, temperature=0.7, with_entropy=True)
+        logp, ent = chunked.chunked_token_logps(h, w, None, target, temperature=0.7, with_entropy=True)
     else:
         logits = (h @ w.T) / 0.7                                        # (1, T, V)
         logp = losses.selective_log_softmax(logits, target)

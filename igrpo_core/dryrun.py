@@ -259,7 +259,7 @@ def _memory_lines(arch: Arch, cfg: Config) -> list[str]:
               f"vllm_gpu_memory_utilization={cfg.vllm_gpu_memory_utilization} of the device; CUDA context, NCCL "
               "buffers and fragmentation are not counted."]
     full = logits_bytes(arch, cfg.per_device_train_batch_size, cfg.max_completion_length)
-    lines.append("  logits: chunked log-probs (losses.chunked_token_logps: one chunk of logits at a time, recomputed "
+    lines.append("  logits: chunked log-probs (chunked.chunked_token_logps: one chunk of logits at a time, recomputed "
                  f"in backward); full logits would add {full / GIB:.1f} GiB" if chunked_head(cfg) else
                  "  logits: full (LoRA wraps the output layer, so log-probs are not chunked)")
     if arch.pattern:

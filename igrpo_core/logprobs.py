@@ -3,7 +3,7 @@
 `sequence_logps` packs left-padded prompts and right-padded completions so every completion starts
 at the same column, with position ids exactly as `generate` computes them, and returns (B, T)
 log-probs, mask and entropy. `chunked=True` computes the final hidden states once and the output
-layer + log-softmax per chunk with recomputation in backward (losses.chunked_token_logps), so no
+layer + log-softmax per chunk with recomputation in backward (chunked.chunked_token_logps), so no
 (B, T, V) float32 tensor lives through autograd; `reference_sequence_logps` is the plain full-logits
 version kept beside it and tested equal.
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from igrpo_core import losses
+from igrpo_core.chunked import chunked_token_logps
 
 
 def sequence_logps(model, prompt_ids, completion_ids, *, pad_id: int, device, amp_dtype, with_entropy=False,
@@ -25,7 +26,7 @@ def sequence_logps(model, prompt_ids, completion_ids, *, pad_id: int, device, am
     divided by the sampling temperature (as TRL does), so the log-probs, and every ratio, KL and
     entropy built on them, are those of the policy the rollouts were actually sampled from.
     chunked=True (the trainer's choice): the decoder runs once; the output layer and log-softmax run
-    chunk by chunk with recomputation in backward (losses.chunked_token_logps), so no (B, T, V) logits
+    chunk by chunk with recomputation in backward (chunked.chunked_token_logps), so no (B, T, V) logits
     tensor is ever held. Otherwise, and for models whose forward does more than a plain linear head
     (soft-capping, logit scaling, a LoRA'd head): `reference_sequence_logps`, the model's full logits
     (tests/test_chunked.py: equal values and gradients). The default stays the full-logits path for
@@ -39,8 +40,8 @@ def sequence_logps(model, prompt_ids, completion_ids, *, pad_id: int, device, am
     ids, attn, pos, Tp = _pack(prompt_ids, completion_ids, pad_id, device)
     with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         hidden = _final_hidden(model, inner, ids, attn, pos)[:, Tp - 1:-1]    # (B, T, H) predicts completion
-        logp, ent = losses.chunked_token_logps(hidden, head.weight, head.bias, ids[:, Tp:], temperature=temperature,
-                                               with_entropy=with_entropy)   # (B, T) each
+        logp, ent = chunked_token_logps(hidden, head.weight, head.bias, ids[:, Tp:], temperature=temperature,
+                                        with_entropy=with_entropy)   # (B, T) each
     return logp, attn[:, Tp:].float(), ent
 
 

@@ -163,16 +163,17 @@ def activation_bytes(a: Arch, tokens: int, checkpointing: bool) -> int:
     return tokens * (a.layers * FP32 * a.hidden + largest)
 
 
-CHUNK_ELEMENTS = 1 << 23   # losses.CHUNK_ELEMENTS: logits per chunk of the chunked log-probs
+CHUNK_ELEMENTS = 1 << 23   # chunked.CHUNK_ELEMENTS: logits per chunk of the chunked log-probs
 
 
 def logits_bytes(a: Arch, batch: int, completion_tokens: int, chunked: bool = False) -> int:
     """Logits for completion positions only (logits_to_keep = T + 1). Unchunked: the bf16 lm_head
     output plus the fp32 log-softmax its backward keeps. Chunked (the trainer's path for a plain
-    linear head): one chunk of at most CHUNK_ELEMENTS logits at a time, plus a logsumexp per token."""
+    linear head): two fp32 buffers of at most CHUNK_ELEMENTS logits (logits and their exponentials)
+    and the bf16 lm_head output of one chunk, plus a logsumexp per token."""
     tokens = batch * (completion_tokens + 1)
     if chunked:
-        return min(tokens * a.vocab, CHUNK_ELEMENTS) * (BF16 + FP32) + tokens * FP32
+        return min(tokens * a.vocab, CHUNK_ELEMENTS) * (BF16 + 2 * FP32) + tokens * FP32
     return tokens * a.vocab * (BF16 + FP32)
 
 

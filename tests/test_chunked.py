@@ -1,11 +1,14 @@
-"""Chunked log-probs/entropy (losses.chunked_token_logps, trainer.sequence_logps) equal the full-logits
+"""Chunked log-probs/entropy (chunked.chunked_token_logps, trainer.sequence_logps) equal the full-logits
 reference in values and gradients, and never keep a (B, T, V) tensor for backward."""
 import functools
 
 import pytest
 import torch
+import torch.utils._pytree as pytree
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from igrpo_core import losses
+from igrpo_core.chunked import CHUNK_ELEMENTS, _logsumexp_into, chunked_token_logps
 from igrpo_core import trainer as T
 from igrpo_core.models import load_model
 from igrpo_core.prompts import render_prompt
@@ -28,8 +31,8 @@ def test_chunked_equals_reference_values_and_gradients(use_bias, temperature, ro
     target = torch.randint(0, V, (B, Tn), generator=g)
     upstream = torch.randn(B, Tn, generator=g)
     params = [hidden, weight] + ([bias] if use_bias else [])
-    logp, ent = losses.chunked_token_logps(hidden, weight, bias, target, temperature=temperature,
-                                           with_entropy=True, rows=rows)
+    logp, ent = chunked_token_logps(hidden, weight, bias, target, temperature=temperature,
+                                    with_entropy=True, rows=rows)
     grads = torch.autograd.grad((logp * upstream).sum(), params)
     ref_logp, ref_ent = _reference(hidden, weight, bias, target, temperature)
     ref_grads = torch.autograd.grad((ref_logp * upstream).sum(), params)
@@ -40,13 +43,59 @@ def test_chunked_equals_reference_values_and_gradients(use_bias, temperature, ro
         torch.testing.assert_close(a, b)
 
 
+def test_logsumexp_is_atens_to_the_bit():
+    """The chunk's logsumexp is computed in place as ATen computes torch.logsumexp, so the trainer's
+    log-probs (and the demo's figures) did not move when the buffers came in; -inf rows included."""
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(37, 1001, generator=g) * 30
+    z[5] = -float("inf")
+    z[7, ::2] = -float("inf")
+    e = torch.empty_like(z)
+    lse, total = _logsumexp_into(z.clone(), e)
+    assert torch.equal(lse, torch.logsumexp(z, dim=-1))
+    torch.testing.assert_close(total, torch.exp(z - z.amax(-1, keepdim=True).nan_to_num(0, 0, 0)).sum(-1))
+
+
+class _BigAllocations(TorchDispatchMode):
+    """Counts op results of at least `numel` elements that are new memory (not an input, not out=)."""
+
+    def __init__(self, numel: int):
+        super().__init__()
+        self.numel, self.count = numel, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        seen = {t.untyped_storage().data_ptr() for t in pytree.tree_leaves((args, kwargs))
+                if isinstance(t, torch.Tensor)}
+        for t in pytree.tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.numel() >= self.numel and t.untyped_storage().data_ptr() not in seen:
+                self.count += 1
+        return out
+
+
+@pytest.mark.parametrize("with_entropy", [True, False])
+def test_forward_and_backward_take_three_chunk_buffers_whatever_the_chunk_count(with_entropy):
+    """Two (rows, V) buffers in forward, one in backward, for 12 chunks: fresh chunk-sized tensors per
+    chunk (five or six before the buffers) are what glibc kept, up to 4 GB of RSS per GRPO step."""
+    g = torch.Generator().manual_seed(2)
+    rows, V, H = 8, 3000, 4   # H < rows: the (V, H) weight gradient is smaller than a chunk
+    hidden = torch.randn(12 * rows, H, generator=g, requires_grad=True)
+    weight = torch.randn(V, H, generator=g, requires_grad=True)
+    target = torch.randint(0, V, (12 * rows,), generator=g)
+    with _BigAllocations(rows * V) as fwd:
+        logp, _ = chunked_token_logps(hidden, weight, None, target, with_entropy=with_entropy, rows=rows)
+    with _BigAllocations(rows * V) as bwd:
+        logp.sum().backward()
+    assert (fwd.count, bwd.count) == (2, 1)
+
+
 def test_chunked_under_bf16_autocast_is_close_to_reference():
     g = torch.Generator().manual_seed(1)
     hidden = torch.randn(2, 9, 32, generator=g, requires_grad=True)
     weight = torch.randn(64, 32, generator=g, requires_grad=True) * 0.1
     target = torch.randint(0, 64, (2, 9), generator=g)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        logp, _ = losses.chunked_token_logps(hidden, weight, None, target, temperature=0.9, rows=4)
+        logp, _ = chunked_token_logps(hidden, weight, None, target, temperature=0.9, rows=4)
         ref, _ = _reference(hidden, weight, None, target, 0.9)
     gh, gw = torch.autograd.grad(logp.sum(), [hidden, weight])
     rh, rw = torch.autograd.grad(ref.sum(), [hidden, weight])
@@ -111,7 +160,7 @@ def test_sequence_logps_keeps_no_full_logits_for_backward():
     full = len(comps) * 20 * V
     assert _largest_saved(T.reference_sequence_logps, model, prompts, comps) >= full
     chunked = functools.partial(T.sequence_logps, chunked=True)
-    assert _largest_saved(chunked, model, prompts, comps) <= losses.CHUNK_ELEMENTS
+    assert _largest_saved(chunked, model, prompts, comps) <= CHUNK_ELEMENTS
     assert _largest_saved(chunked, model, prompts, comps) < full // 20   # decoder activations only
     assert _largest_saved(T.sequence_logps, model, prompts, comps) >= full   # default: the model's logits
 

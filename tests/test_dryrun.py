@@ -42,7 +42,7 @@ def test_estimator_hand_computed():
     assert est["logits"] == 2 * 6 * 10 * 6                         # B x (T + 1) x V x (2 + 4) bytes
     assert est["train_peak"] == 5408 + 5408 + 10816 + 2704 + 10752 + 720
     chunk = estimate(a, micro_batch=2, prompt_len=3, completion_len=5, generation_batch=4, chunked_logits=True)
-    assert chunk["logits"] == 2 * 6 * 10 * 6 + 2 * 6 * 4            # all 120 logits fit one chunk, + lse per token
+    assert chunk["logits"] == 2 * 6 * 10 * (2 + 4 + 4) + 2 * 6 * 4  # 120 logits: bf16 + two fp32 buffers, + lse
     assert chunk["train_peak"] == est["train_peak"] - est["logits"] + chunk["logits"]
     assert est["kv_cache"] == 4 * 8 * (2 * 2 * 1 * 4 * 4)          # 4 seqs x 8 tokens x K,V x 2 layers x 4 dims x fp32
     assert est["rollout_peak"] == 5408 + 10816 + 2048

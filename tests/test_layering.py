@@ -43,6 +43,7 @@ LAYERS = [
     "serve",        # a loopback OpenAI-compatible server for a local judge model
     "provenance",   # versions, git commit, model and data digests recorded per attempt
     "losses",       # advantages and the GRPO-family policy losses
+    "chunked",      # log-probs and entropy through the output layer, chunk by chunk, in two buffers
     "nonfinite",    # NaN/inf in a step: found, named, agreed across processes (skip or stop)
     "logprobs",     # completion log-probs and entropy at the sampling temperature, chunked or full
     "mismatch",     # engine vs trainer log-probs: the mismatch metric, TRL's importance-sampling weights
