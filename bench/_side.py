@@ -1,8 +1,10 @@
 """One side of a bench comparison, in its own process: a few training steps, then one JSON line with
 the step times, generation times, tokens and this process's peak RSS. Run by bench/common.run_side.
 
-  _side.py ours  MODEL PROMPTS LEN STEPS THREADS ALGO VARIANT   (VARIANT: before | after | fast)
-  _side.py trl   MODEL PROMPTS LEN STEPS THREADS
+  _side.py ours  MODEL PROMPTS LEN STEPS THREADS MICRO WARMUP ALGO VARIANT   (VARIANT: before | after | fast)
+  _side.py trl   MODEL PROMPTS LEN STEPS THREADS MICRO WARMUP
+MICRO: sequences per forward/backward (the 128 completions of a step in 128 / MICRO micro-batches, one
+optimizer step); WARMUP: 1 runs an unmeasured first step, 0 measures from the first (long completions).
 before = model.generate + full-logits log-probs (the code before issue 10); after = decode loop +
 multinomial (generate's samples) + chunked log-probs; fast = after with the inverse-CDF sampler and one
 prefill per distinct prompt (the defaults).
@@ -23,7 +25,7 @@ def _full_logits(sequence_logps, *args, chunked=False, **kwargs):
     return sequence_logps(*args, chunked=False, **kwargs)
 
 
-def ours(model, prompts, length, steps, threads, algo, variant):
+def ours(model, prompts, length, steps, threads, micro, warmup, algo, variant):
     import functools
 
     from igrpo_core import trainer as T
@@ -32,9 +34,9 @@ def ours(model, prompts, length, steps, threads, algo, variant):
         T.sequence_logps = functools.partial(_full_logits, T.sequence_logps)
     cfg = Config(model_name_or_path=model, dataset=prompts, algo=algo, num_generations=8, num_drafts=4,
                  prompts_per_step=16, max_completion_length=length, max_prompt_length=256, beta=0.0,
-                 learning_rate=1e-5, temperature=1.0, per_device_train_batch_size=128, generation_batch_size=128,
+                 learning_rate=1e-5, temperature=1.0, per_device_train_batch_size=micro, generation_batch_size=128,
                  torch_threads=threads, reward_funcs=["accuracy"], reward_weights=[1.0], save_steps=10 ** 6,
-                 max_steps=steps + 1, output_dir=tempfile.mkdtemp(), run_name="bench", log_completions=False,
+                 max_steps=steps + warmup, output_dir=tempfile.mkdtemp(), run_name="bench", log_completions=False,
                  warmup_ratio=0.0, lr_scheduler_type="constant", draft_template="{question}\nDraft: {draft}",
                  sampler="inverse_cdf" if variant == "fast" else "multinomial")
     tr = T.Trainer(cfg)
@@ -43,16 +45,16 @@ def ours(model, prompts, length, steps, threads, algo, variant):
         tr.engine.decode = "generate"
     tr.engine.share_prefill = variant == "fast"
     times, gens, toks = [], [], []
-    for s in range(1, steps + 2):  # step 1 warms up
+    for s in range(1, steps + warmup + 1):  # with warmup, step 1 is not measured
         row = tr.train_step(s)
-        if s > 1:
+        if s > warmup:
             times.append(row["step_time_s"]), gens.append(row["gen_time_s"])
             toks.append(row["tokens_per_s"] * row["step_time_s"])
     n_params = sum(p.numel() for p in tr.model.parameters())
     return dict(step_s=times, gen_s=gens, generated_tokens=toks, n_params=n_params, peak_rss_mb=peak_rss_mb())
 
 
-def trl(model, prompts, length, steps, threads):
+def trl(model, prompts, length, steps, threads, micro, warmup):
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
@@ -80,19 +82,20 @@ def trl(model, prompts, length, steps, threads):
         return out
 
     policy.generate = timed_generate
-    args = GRPOConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=128, num_generations=8,
+    args = GRPOConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=micro,
+                      gradient_accumulation_steps=128 // micro, num_generations=8,
                       max_completion_length=length, beta=0.0, learning_rate=1e-5, temperature=1.0,
-                      max_steps=steps + 1, logging_steps=1, save_strategy="no", report_to="none", use_cpu=True,
+                      max_steps=steps + warmup, logging_steps=1, save_strategy="no", report_to="none", use_cpu=True,
                       bf16=False, generation_kwargs={"min_new_tokens": length}, seed=0, dataloader_num_workers=0)
     trainer = GRPOTrainer(model=policy, reward_funcs=[lambda completions, **k: [len(str(c)) % 3 for c in completions]],
                           args=args, train_dataset=ds, processing_class=tok, callbacks=[Timer()])
     trainer.train()
     n_params = sum(p.numel() for p in policy.parameters())
-    return dict(step_s=times[1:], gen_s=gens[1:], generated_tokens=[128 * length] * (len(times) - 1),
+    return dict(step_s=times[warmup:], gen_s=gens[warmup:], generated_tokens=[128 * length] * (len(times) - warmup),
                 n_params=n_params, peak_rss_mb=peak_rss_mb())
 
 
 if __name__ == "__main__":
-    side, model, prompts, length, steps, threads, *rest = sys.argv[1:]
+    side, model, prompts, length, steps, threads, micro, warmup, *rest = sys.argv[1:]
     fn = ours if side == "ours" else trl
-    print(json.dumps(fn(model, prompts, int(length), int(steps), int(threads), *rest)))
+    print(json.dumps(fn(model, prompts, *map(int, (length, steps, threads, micro, warmup)), *rest)))

@@ -73,7 +73,7 @@ def prompts_file(n: int = 256) -> Path:
     return out
 
 
-def run_side(python: str, args: list[str], timeout: int = 3600) -> dict:
+def run_side(python: str, args: list[str], timeout: int = 4 * 3600) -> dict:
     """Run bench/_side.py in a fresh process; its last stdout line is a JSON result."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     p = subprocess.run([python, str(HERE / "_side.py"), *args], capture_output=True, text=True, timeout=timeout,

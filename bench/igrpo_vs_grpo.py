@@ -2,7 +2,7 @@
 goal: <= 1.05x time, <= 1.02x memory), on the tiny world demo's settings (shipped tiny model) and on
 the work of step_vs_trl.py. Fresh subprocess per measurement, sides alternating, medians.
 
-  python bench/igrpo_vs_grpo.py [--work tiny,llama] [--len 64] [--rounds 3] [--steps 2] [--variant after]
+  python bench/igrpo_vs_grpo.py [--work tiny,llama] [--len 64] [--rounds 3] [--steps 2] [--variant fast]
 """
 import argparse
 import sys
@@ -19,14 +19,14 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--variant", default="after")
+    ap.add_argument("--variant", default="fast")
     a = ap.parse_args()
     sys.path.insert(0, str(common.ROOT))
     from igrpo_core.config import TINY_MODEL
     rows = []
     for work in a.work.split(","):
         model = TINY_MODEL if work == "tiny" else str(common.build_work_model())
-        base = [model, str(common.prompts_file()), str(a.len), str(a.steps), str(a.threads)]
+        base = [model, str(common.prompts_file()), str(a.len), str(a.steps), str(a.threads), "128", "1"]
         res = common.alternate({algo: (lambda algo=algo: common.run_side(common.PY, ["ours", *base, algo, a.variant]))
                                 for algo in ("grpo", "igrpo")}, a.rounds)
         med = {k: (common.median([x for r in rs for x in r["step_s"]]), common.median([r["peak_rss_mb"] for r in rs]))

@@ -234,3 +234,28 @@ def test_each_distinct_prompt_is_prefilled_once_with_the_same_samples(engine, ti
     assert [c.finish_reason for c in shared] == [c.finish_reason for c in per_row]
     diffs = [abs(a - b) for x, y in zip(shared, per_row) for a, b in zip(x.logprobs, y.logprobs)]
     assert max(diffs) < 1e-5 and len(diffs) > 100
+
+
+def test_buffered_kv_cache_gives_dynamic_caches_samples_and_writes_in_place(engine, tiny_tokenizer, monkeypatch):
+    """The decode loop's cache writes each step into preallocated buffers (no per-step copy of the
+    whole cache, issue 10) and yields exactly the samples and log-probs of transformers' DynamicCache;
+    the prefill's reorder to the samples' rows moves it into fresh buffers once."""
+    from transformers import DynamicCache
+
+    from igrpo_core import engine as E
+    p, params = prompts(tiny_tokenizer, 5), SamplingParams(n=3, temperature=0.9, max_new_tokens=24, seed=4)
+    caches, real = [], E.buffered_cache
+
+    def recording(model, capacity):
+        caches.append(real(model, capacity))
+        return caches[-1]
+
+    monkeypatch.setattr(E, "buffered_cache", recording)
+    buffered = engine.generate(p, params)
+    monkeypatch.setattr(E, "buffered_cache", lambda model, capacity: DynamicCache(config=model.config))
+    dynamic = engine.generate(p, params)
+    assert [(c.ids, c.logprobs) for c in buffered] == [(c.ids, c.logprobs) for c in dynamic]
+    layer = caches[0].layers[0]
+    assert type(layer).__name__ == "BufferedLayer" and layer.keys.shape[-2] > 10
+    assert layer.keys.data_ptr() == layer._kbuf.data_ptr() and layer.keys.shape[0] == 15   # 5 prompts x 3 rows
+    assert layer._kbuf.shape[-2] == layer.capacity   # one buffer of the planned capacity, never regrown
