@@ -6,21 +6,17 @@ from running this on two commits.
 """
 import argparse
 import functools
-import resource
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _side  # noqa: E402
 import common  # noqa: E402
 
 
 def rss_mb() -> float:
     return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2 ** 20
-
-
-def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def timed(obj, name: str, rows: list):
@@ -31,7 +27,7 @@ def timed(obj, name: str, rows: list):
     def wrapper(*a, **k):
         t = time.perf_counter()
         out = fn(*a, **k)
-        rows.append([name, f"{time.perf_counter() - t:.2f}", f"{rss_mb():.0f}", f"{peak_mb():.0f}"])
+        rows.append([name, f"{time.perf_counter() - t:.2f}", f"{rss_mb():.0f}", f"{_side.peak_rss_mb():.0f}"])
         return out
     setattr(obj, name, wrapper)
 
@@ -46,7 +42,6 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
     sys.path.insert(0, str(common.ROOT))
-    import _side
     from igrpo_core import trainer as T
     from igrpo_core.config import TINY_MODEL
     rows = []

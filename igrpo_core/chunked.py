@@ -100,8 +100,10 @@ class _ChunkedLogps(torch.autograd.Function):
                 g.mul_(-(grad_logp[sl, None] / ctx.temperature))
                 if need_h:
                     grad_h[sl] = _mm(g, weight, enabled).to(hidden.dtype)                         # (n, H)
-                if need_w and plain:   # the first chunk as mm (as zeros + g.T @ h), then accumulated in place
-                    torch.mm(g.t(), h, out=grad_w) if s == 0 else grad_w.addmm_(g.t(), h)          # (V, H)
+                if need_w and plain and s == 0:   # the first chunk as mm (= zeros + g.T @ h) ...
+                    torch.mm(g.t(), h, out=grad_w)                                                # (V, H)
+                elif need_w and plain:            # ... then accumulated in place
+                    grad_w.addmm_(g.t(), h)                                                       # (V, H)
                 elif need_w:
                     grad_w += _mm(g.T, h, enabled).float()                                        # (V, H)
                 if need_b:
