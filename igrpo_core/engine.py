@@ -30,12 +30,15 @@ each row's own generator: `sampler="inverse_cdf"` (default: one uniform per row 
 sums, one block's cumsum, searchsorted) and `sampler="multinomial"` (torch.multinomial row by row,
 whose CPU kernel draws one exponential per vocabulary entry: most of decode time at a 49k
 vocabulary). `decode="generate"` runs `model.generate` with the same per-row draw inside a logits
-processor (`RowSampler`), so it yields the loop's samples token for token.
+processor (`RowSampler`), so it yields the loop's samples token for token. The loop prefills each
+distinct prompt once; by default its n samples then read that one copy of the prompt's KV
+(prefix_kv.py: an sdpa model with full attention; else the KV is copied to each sample's row).
 
 Deliberately left out: beam search, logit processors beyond temperature/top-p/top-k.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 from contextlib import contextmanager
@@ -43,6 +46,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import torch
+
+from igrpo_core import prefix_kv
 
 
 @dataclass
@@ -212,20 +217,28 @@ def sample_inverse_cdf(scores: torch.Tensor, u: torch.Tensor | None = None,
     return (bi * BLOCK + torch.minimum(j, last)).squeeze(1)                          # (B,)
 
 
-def sample_next(scores: torch.Tensor, sampler: str,
-                generators: list[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
+def row_uniforms(generators: list[torch.Generator], steps: int) -> torch.Tensor:
+    """(B, steps) float64 uniforms, row b's from its own generator: the values `steps` single draws
+    would give (the CPU generator fills a float64 tensor element by element from one stream), in B
+    calls instead of B per decode step."""
+    return torch.stack([torch.rand(steps, generator=g, dtype=torch.float64) for g in generators])
+
+
+def sample_next(scores: torch.Tensor, sampler: str, generators: list[torch.Generator],
+                u: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One draw per row from warped scores (B, V), row b with its own generator: (ids (B,), their
     log-probs (B,) float32). The log-prob is the log of the softmax the draw used (removed tokens sit at
     -inf, so it is renormalised over the kept ones): one exp per logit and step instead of a second pass
     for a logsumexp, which was a sixth of decode time at a 49k vocabulary. A drawn token has positive
-    probability, so its log-prob is finite."""
+    probability, so its log-prob is finite. `u` (B, 1): the inverse-CDF sampler's uniforms, already
+    drawn from the rows' generators (`row_uniforms`); None draws them here."""
     probs = torch.softmax(scores, dim=-1)                                             # (B, V)
     if sampler == "multinomial":
         rows = probs.cpu()
         ids = torch.cat([torch.multinomial(row, 1, generator=g) for row, g in zip(rows, generators)])
         ids = ids.to(scores.device)                                                   # (B,)
     else:
-        u = torch.stack([torch.rand(1, generator=g, dtype=torch.float64) for g in generators])  # (B, 1)
+        u = row_uniforms(generators, 1) if u is None else u                           # (B, 1)
         ids = sample_inverse_cdf(scores, u, probs=probs)                              # (B,)
     return ids, probs.gather(1, ids[:, None])[:, 0].log()
 
@@ -303,6 +316,7 @@ class TransformersEngine:
         self.model, self.tokenizer, self.batch_size, self.amp_dtype = model, tokenizer, batch_size, amp_dtype
         self.decode, self.sampler = decode, sampler
         self.share_prefill = True  # the loop prefills each distinct prompt once (False: once per sample)
+        self.share_prefix_kv = True  # ... and its samples' decode steps read that one copy (prefix_kv.py)
         self.eos_ids = eos_token_ids(model, tokenizer)
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else next(iter(self.eos_ids))
@@ -370,25 +384,46 @@ class TransformersEngine:
         B = ids.shape[0] if expand is None else expand.shape[0]
         if params.max_new_tokens <= 0:
             return ids.new_zeros((B, 0)), None
-        cache = buffered_cache(model, ids.shape[1] + params.max_new_tokens)
+        U = ids.shape[0]
+        shared = (expand is not None and self.share_prefix_kv and B % U == 0 and prefix_kv.supported(model)
+                  and torch.equal(expand, torch.arange(U, device=device).repeat_interleave(B // U)))
+        with prefix_kv.attending(model) if shared else contextlib.nullcontext():
+            return self._decode(ids, mask, params, generators, expand, shared)
+
+    def _decode(self, ids, mask, params, generators, expand, shared):
+        """`_decode_loop`'s body; `shared`: the prompt's KV is held once (prefix_kv) instead of copied."""
+        model, device = self.model, ids.device
+        B = ids.shape[0] if expand is None else expand.shape[0]
+        if shared:
+            cache = prefix_kv.cache(model, params.max_new_tokens)
+        else:
+            cache = buffered_cache(model, ids.shape[1] + params.max_new_tokens)
         pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)                         # (U, Tp)
         logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
                        use_cache=True, logits_to_keep=1).logits[:, -1].float()         # (U, V)
         if expand is not None:                                                        # U rows -> B rows
             logits, mask, pos = logits[expand], mask[expand], pos[expand]
-            cache.reorder_cache(expand)
+            if not shared:
+                cache.reorder_cache(expand)
         eos = torch.tensor(sorted(self.eos_ids), device=device)
         alive = torch.ones(B, dtype=torch.bool, device=device)                        # (B,)
-        attn, out, logps = mask, [], []
-        for step in range(params.max_new_tokens):
+        Tp, T = mask.shape[1], params.max_new_tokens
+        attn = torch.ones((B, Tp + T), dtype=mask.dtype, device=device)               # (B, Tp + T)
+        attn[:, :Tp] = mask                      # step s >= 1 feeds attn[:, :Tp + s]: no per-step concat
+        uniforms = None                          # inverse CDF: every step's uniforms in B draws
+        if not params.greedy and self.sampler == "inverse_cdf":
+            uniforms = row_uniforms(generators, T).to(device)                         # (B, T)
+        out, logps = [], []
+        for step in range(T):
             if step:
-                logits = model(input_ids=inp, attention_mask=attn, position_ids=pos, past_key_values=cache,
-                               use_cache=True, logits_to_keep=1).logits[:, -1].float()  # (B, V)
+                logits = model(input_ids=inp, attention_mask=attn[:, :Tp + step], position_ids=pos,
+                               past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1].float()
             if params.greedy:
                 nxt = logits.argmax(-1)                                              # (B,)
             else:
                 warped = warp_logits(logits, params.temperature, params.top_k, params.top_p)  # (B, V)
-                nxt, logp = sample_next(warped, self.sampler, generators)             # (B,) each
+                u = None if uniforms is None else uniforms[:, step: step + 1]        # (B, 1)
+                nxt, logp = sample_next(warped, self.sampler, generators, u)          # (B,) each
                 logps.append(logp)
             nxt = torch.where(alive, nxt, torch.full_like(nxt, self.pad_id))
             out.append(nxt)
@@ -396,5 +431,4 @@ class TransformersEngine:
             if not alive.any():
                 break
             inp, pos = nxt[:, None], pos[:, -1:] + 1
-            attn = torch.cat([attn, attn.new_ones((attn.shape[0], 1))], dim=-1)
         return torch.stack(out, dim=1), (torch.stack(logps, dim=1) if logps else None)  # (B, T) each

@@ -239,10 +239,12 @@ def test_each_distinct_prompt_is_prefilled_once_with_the_same_samples(engine, ti
 def test_buffered_kv_cache_gives_dynamic_caches_samples_and_writes_in_place(engine, tiny_tokenizer, monkeypatch):
     """The decode loop's cache writes each step into preallocated buffers (no per-step copy of the
     whole cache, issue 10) and yields exactly the samples and log-probs of transformers' DynamicCache;
-    the prefill's reorder to the samples' rows moves it into fresh buffers once."""
+    the prefill's reorder to the samples' rows moves it into fresh buffers once. (The copying cache:
+    by default a prompt's KV is held once, tests/test_prefix_kv.py.)"""
     from transformers import DynamicCache
 
     from igrpo_core import engine as E
+    monkeypatch.setattr(engine, "share_prefix_kv", False)
     p, params = prompts(tiny_tokenizer, 5), SamplingParams(n=3, temperature=0.9, max_new_tokens=24, seed=4)
     caches, real = [], E.buffered_cache
 

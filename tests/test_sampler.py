@@ -105,6 +105,17 @@ def test_decode_loop_gives_generates_samples(tiny, tiny_tokenizer, sampler):
     assert len({tuple(c.ids) for c in loop}) > 4                        # it really samples
 
 
+def test_uniforms_drawn_up_front_are_the_per_step_draws():
+    """The loop draws each row's uniforms for all steps at once (issue 10: B calls per generate
+    instead of B per step): the same values, in the same order, as one draw per step."""
+    from igrpo_core.engine import row_generators, row_uniforms
+    once = row_uniforms(row_generators([5, 5, 8], [0, 1, 0]), 40)                       # (3, 40)
+    gens = row_generators([5, 5, 8], [0, 1, 0])
+    steps = torch.cat([row_uniforms(gens, 1) for _ in range(40)], dim=1)               # (3, 40)
+    assert once.dtype == torch.float64 and torch.equal(once, steps)
+    assert not torch.equal(once[0], once[1])
+
+
 def test_decode_loop_first_token_distribution_matches_the_model(tiny, tiny_tokenizer):
     """Many one-token samples of one prompt through the engine vs the model's warped softmax."""
     p = [render_prompt(tiny_tokenizer, "Compute 3+4.", None)]

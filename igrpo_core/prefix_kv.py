@@ -1,0 +1,138 @@
+"""Decode attention over a prompt's KV cache held once for all its samples (issue 10).
+
+The n samples of a prompt (GRPO's group, iGRPO's drafts, and the refinements of one question +
+draft) share the prompt's keys and values. The plain decode loop copies them into each sample's row
+of the cache, so every decode step reads the prompt n times: at iGRPO's stage 2, where the prompt
+holds the question and a whole draft, that is most of the attention's memory traffic. Here the cache
+keeps the prompt once, (U, kv heads, P, d) for U distinct prompts, and per row only what the row
+generated, (B, kv heads, t, d) with B = U * n; a decode step's attention is
+
+    scores = [q . K_prompt(u)  |  q . K_own(b)] * scaling      (the n * g queries of a prompt in one matmul)
+    out    = softmax(scores + mask) @ [V_prompt(u) ; V_own(b)]
+
+the same softmax over the same keys as the copied cache (eager attention's order: float32 softmax,
+then the query dtype), with different float rounding than the fused sdpa kernel, so a sample can
+differ from the copied cache's only where a uniform lands within ~1e-7 of a token's cdf boundary.
+
+Used only where it is the same maths: the model's attention is transformers' sdpa (the prefill still
+runs through it), its cache is plain full attention (no sliding window), no logit soft-capping, and
+every prompt has the same number of rows. `supported` says so; the engine falls back to the copy.
+"""
+from __future__ import annotations
+
+import functools
+from contextlib import contextmanager
+
+import torch
+
+NAME = "igrpo_shared_prefix"
+
+
+def supported(model) -> bool:
+    """Whether the model's attention is what `attention` replaces exactly (see the module docstring)."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+    cfg = model.config
+    if getattr(cfg, "_attn_implementation", None) != "sdpa" or getattr(cfg, "attn_logit_softcapping", None):
+        return False
+    try:
+        layers = DynamicCache(config=cfg).layers
+    except Exception:  # noqa: BLE001 - a config the cache cannot describe: take the copying path
+        return False
+    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+
+
+def cache(model, capacity: int):
+    """A DynamicCache whose layers hold the prefill's keys/values as the shared prompt and write each
+    decode step into per-row buffers of `capacity` tokens (pages untouched are never mapped on CPU)."""
+    from transformers import DynamicCache
+    out = DynamicCache(config=model.config)
+    out.layers = [_layer_class()(capacity) for _ in out.layers]
+    return out
+
+
+@functools.cache
+def _layer_class():
+    from transformers.cache_utils import DynamicLayer
+
+    class SharedPrefixLayer(DynamicLayer):
+        """First update (the prefill of the U distinct prompts): kept as the shared prompt and returned
+        as is. Later updates (one token for each of the B rows): written into (B, heads, capacity, d)
+        buffers; the returned keys carry the prompt as `_igrpo_prefix` for `attention`."""
+
+        def __init__(self, capacity: int):
+            super().__init__()
+            self.capacity, self.prefix, self._kbuf, self._vbuf, self.length = capacity, None, None, None, 0
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            if self.prefix is None:                                           # prefill: (U, h, P, d)
+                self.prefix = (key_states, value_states)
+                return key_states, value_states
+            q = key_states.shape[-2]
+            if self._kbuf is None:
+                shape = (*key_states.shape[:2], self.capacity, key_states.shape[-1])  # (B, h, capacity, d)
+                self._kbuf, self._vbuf = key_states.new_empty(shape), value_states.new_empty(shape)
+            if self.length + q > self.capacity:
+                raise RuntimeError(f"shared-prefix cache full: {self.length} + {q} > capacity {self.capacity}")
+            self._kbuf[:, :, self.length: self.length + q] = key_states
+            self._vbuf[:, :, self.length: self.length + q] = value_states
+            self.length += q
+            self.keys, self.values = self._kbuf[:, :, : self.length], self._vbuf[:, :, : self.length]
+            self.keys._igrpo_prefix = self.prefix
+            return self.keys, self.values
+
+        def get_seq_length(self) -> int:      # positions and masks count the prompt too
+            return 0 if self.prefix is None else self.prefix[0].shape[-2] + self.length
+
+        def reorder_cache(self, beam_idx):
+            raise NotImplementedError("a shared-prefix cache cannot be reordered; use the copying cache")
+
+    return SharedPrefixLayer
+
+
+def attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None,
+              **kwargs):
+    """transformers attention-interface function: the shared-prefix decode step where `key` carries
+    a prompt, sdpa everywhere else (the prefill, and any call outside a shared-prefix cache)."""
+    prefix = getattr(key, "_igrpo_prefix", None)
+    if prefix is None or query.shape[2] != 1 or dropout:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    pk, pv = prefix                                                     # (U, h, P, d) each
+    B, H, _, d = query.shape
+    U, h, P, _ = pk.shape
+    n, g, t = B // U, H // h, key.shape[-2]
+    scaling = d ** -0.5 if scaling is None else scaling
+    q = query.reshape(B, h, g, d)                                       # query head j reads kv head j // g
+    qp = q.view(U, n, h, g, d).transpose(1, 2).reshape(U, h, n * g, d)  # a prompt's n*g queries together
+    sp = torch.matmul(qp, pk.transpose(-1, -2))                         # (U, h, n*g, P)
+    sp = sp.view(U, h, n, g, P).transpose(1, 2).reshape(B, h, g, P)
+    so = torch.matmul(q, key.transpose(-1, -2))                         # (B, h, g, t)
+    scores = torch.cat([sp, so], dim=-1) * scaling                      # (B, h, g, P + t)
+    if attention_mask is not None:                                      # (B, 1, 1, P + t)
+        mask = attention_mask[..., -(P + t):]
+        scores = (scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask)
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    pp = probs[..., :P].reshape(U, n, h, g, P).transpose(1, 2).reshape(U, h, n * g, P)
+    op = torch.matmul(pp, pv).view(U, h, n, g, d).transpose(1, 2).reshape(B, h, g, d)
+    out = op + torch.matmul(probs[..., P:], value)                      # (B, h, g, d)
+    return out.reshape(B, 1, H, d), None                                # (B, q=1, heads, d) like sdpa's
+
+
+@contextmanager
+def attending(model):
+    """Within: the model's attention is `attention` (registered once with transformers' attention and
+    mask interfaces; masks are sdpa's). Restores the previous implementation on exit."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+    AttentionInterface.register(NAME, attention)
+    AttentionMaskInterface.register(NAME, sdpa_mask)
+    saved = model.config._attn_implementation
+    model.config._attn_implementation = NAME
+    try:
+        yield
+    finally:
+        model.config._attn_implementation = saved
