@@ -4,7 +4,7 @@ The work model (random Llama, SmolLM2 vocabulary), 16 prompts x 8 samples, LEN n
 length (no EOS), T 1.0; sides alternate in one process, medians over rounds. The engine sides show each
 lever on its own: the multinomial sampler with a prefill per sample row (the loop's first version),
 the inverse-CDF sampler, one prefill per distinct prompt with its KV copied to the prompt's rows, then
-that KV held once for all rows (the default, prefix_kv.py). --prompt-len N lengthens each prompt to
+that KV held once for all rows (the default, kvcache.shared_prefix). --prompt-len N lengthens each prompt to
 about N tokens with random ones, the shape of iGRPO's stage 2 (question + a whole draft).
 
   python bench/sampler.py [--len 64] [--rounds 3] [--threads 2] [--top-p 1.0] [--top-k 0] [--prompt-len 0]

@@ -32,14 +32,13 @@ whose CPU kernel draws one exponential per vocabulary entry: most of decode time
 vocabulary). `decode="generate"` runs `model.generate` with the same per-row draw inside a logits
 processor (`RowSampler`), so it yields the loop's samples token for token. The loop prefills each
 distinct prompt once; by default its n samples then read that one copy of the prompt's KV
-(prefix_kv.py: an sdpa model with full attention; else the KV is copied to each sample's row).
+(kvcache.py: an sdpa model with full attention; else the KV is copied to each sample's row).
 
 Deliberately left out: beam search, logit processors beyond temperature/top-p/top-k.
 """
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -47,7 +46,7 @@ from typing import Protocol
 
 import torch
 
-from igrpo_core import prefix_kv
+from igrpo_core import kvcache
 
 
 @dataclass
@@ -243,49 +242,6 @@ def sample_next(scores: torch.Tensor, sampler: str, generators: list[torch.Gener
     return ids, probs.gather(1, ids[:, None])[:, 0].log()
 
 
-def buffered_cache(model, capacity: int):
-    """transformers' DynamicCache whose plain layers write into preallocated (B, heads, capacity, d)
-    buffers instead of concatenating: DynamicLayer copies the whole cache at every decode step
-    (O(length) per step, O(length^2) per completion, and a fresh allocation each time). Untouched
-    capacity costs no memory on CPU (pages are mapped when first written)."""
-    from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
-    cache = DynamicCache(config=model.config)
-    cache.layers = [_buffered_layer_class()(capacity) if type(layer) is DynamicLayer else layer
-                    for layer in cache.layers]
-    return cache
-
-
-@functools.cache
-def _buffered_layer_class():
-    from transformers.cache_utils import DynamicLayer
-
-    class BufferedLayer(DynamicLayer):
-        """keys/values are views [:, :, :length] of buffers; a cache whose tensors were replaced
-        (reorder_cache, batch_select_indices) is copied into fresh buffers at its next update."""
-
-        def __init__(self, capacity: int):
-            super().__init__()
-            self.capacity, self._kbuf, self._vbuf = capacity, None, None
-
-        def update(self, key_states, value_states, *args, **kwargs):
-            if not self.is_initialized:
-                self.lazy_initialization(key_states, value_states)
-            n = 0 if self.keys is None or self.keys.numel() == 0 else self.keys.shape[-2]
-            q, kb = key_states.shape[-2], self._kbuf
-            if (kb is None or kb.shape[0] != key_states.shape[0] or n + q > kb.shape[-2]
-                    or (n and self.keys.data_ptr() != kb.data_ptr())):
-                shape = (*key_states.shape[:2], max(self.capacity, 2 * (n + q)), key_states.shape[-1])
-                self._kbuf, self._vbuf = key_states.new_empty(shape), value_states.new_empty(shape)
-                if n:
-                    self._kbuf[:, :, :n], self._vbuf[:, :, :n] = self.keys, self.values
-            self._kbuf[:, :, n: n + q], self._vbuf[:, :, n: n + q] = key_states, value_states
-            self.keys, self.values = self._kbuf[:, :, : n + q], self._vbuf[:, :, : n + q]
-            return self.keys, self.values
-
-    return BufferedLayer
-
-
 class RowSampler:
     """Logits processor for `model.generate`: warp, draw each row's token with its own generator,
     and leave only that token finite, so generate's greedy choice is the loop's sample. `logps`
@@ -316,7 +272,7 @@ class TransformersEngine:
         self.model, self.tokenizer, self.batch_size, self.amp_dtype = model, tokenizer, batch_size, amp_dtype
         self.decode, self.sampler = decode, sampler
         self.share_prefill = True  # the loop prefills each distinct prompt once (False: once per sample)
-        self.share_prefix_kv = True  # ... and its samples' decode steps read that one copy (prefix_kv.py)
+        self.share_prefix_kv = True  # ... and its samples' decode steps read that one copy (kvcache.py)
         self.eos_ids = eos_token_ids(model, tokenizer)
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else next(iter(self.eos_ids))
@@ -385,19 +341,19 @@ class TransformersEngine:
         if params.max_new_tokens <= 0:
             return ids.new_zeros((B, 0)), None
         U = ids.shape[0]
-        shared = (expand is not None and self.share_prefix_kv and B % U == 0 and prefix_kv.supported(model)
+        shared = (expand is not None and self.share_prefix_kv and B % U == 0 and kvcache.shares_prefix(model)
                   and torch.equal(expand, torch.arange(U, device=device).repeat_interleave(B // U)))
-        with prefix_kv.attending(model) if shared else contextlib.nullcontext():
+        with kvcache.attending(model) if shared else contextlib.nullcontext():
             return self._decode(ids, mask, params, generators, expand, shared)
 
     def _decode(self, ids, mask, params, generators, expand, shared):
-        """`_decode_loop`'s body; `shared`: the prompt's KV is held once (prefix_kv) instead of copied."""
+        """`_decode_loop`'s body; `shared`: the prompt's KV is held once (kvcache.shared_prefix) instead of copied."""
         model, device = self.model, ids.device
         B = ids.shape[0] if expand is None else expand.shape[0]
         if shared:
-            cache = prefix_kv.cache(model, params.max_new_tokens)
+            cache = kvcache.shared_prefix(model, params.max_new_tokens)
         else:
-            cache = buffered_cache(model, ids.shape[1] + params.max_new_tokens)
+            cache = kvcache.buffered(model, ids.shape[1] + params.max_new_tokens)
         pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)                         # (U, Tp)
         logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
                        use_cache=True, logits_to_keep=1).logits[:, -1].float()         # (U, V)

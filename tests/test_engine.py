@@ -240,21 +240,21 @@ def test_buffered_kv_cache_gives_dynamic_caches_samples_and_writes_in_place(engi
     """The decode loop's cache writes each step into preallocated buffers (no per-step copy of the
     whole cache, issue 10) and yields exactly the samples and log-probs of transformers' DynamicCache;
     the prefill's reorder to the samples' rows moves it into fresh buffers once. (The copying cache:
-    by default a prompt's KV is held once, tests/test_prefix_kv.py.)"""
+    by default a prompt's KV is held once, tests/test_kvcache.py.)"""
     from transformers import DynamicCache
 
-    from igrpo_core import engine as E
+    from igrpo_core import kvcache
     monkeypatch.setattr(engine, "share_prefix_kv", False)
     p, params = prompts(tiny_tokenizer, 5), SamplingParams(n=3, temperature=0.9, max_new_tokens=24, seed=4)
-    caches, real = [], E.buffered_cache
+    caches, real = [], kvcache.buffered
 
     def recording(model, capacity):
         caches.append(real(model, capacity))
         return caches[-1]
 
-    monkeypatch.setattr(E, "buffered_cache", recording)
+    monkeypatch.setattr(kvcache, "buffered", recording)
     buffered = engine.generate(p, params)
-    monkeypatch.setattr(E, "buffered_cache", lambda model, capacity: DynamicCache(config=model.config))
+    monkeypatch.setattr(kvcache, "buffered", lambda model, capacity: DynamicCache(config=model.config))
     dynamic = engine.generate(p, params)
     assert [(c.ids, c.logprobs) for c in buffered] == [(c.ids, c.logprobs) for c in dynamic]
     layer = caches[0].layers[0]

@@ -34,7 +34,7 @@ LAYERS = [
     "trackers",     # report_to: step metrics mirrored to TensorBoard, trackio, wandb (optional packages)
     "lora",         # LoRA adapters (peft), the base as reference, merged weights
     "distributed",  # processes under accelerate: shards, reductions, DDP/FSDP wrapping
-    "prefix_kv",    # decode attention over a prompt's KV cache held once for all its samples
+    "kvcache",      # decode KV caches: written in place; a prompt held once for all its samples
     "engine",       # rollout engine protocol and the transformers engine
     "engine_vllm",  # the vLLM engine (the only vllm importer)
     "models",       # model/tokenizer loading, device and dtype, make_engine

@@ -1,11 +1,14 @@
-"""Decode attention over a prompt's KV cache held once for all its samples (issue 10).
+"""Decode KV caches for the engine's loop (issue 10): written in place, and a prompt held once.
 
-The n samples of a prompt (GRPO's group, iGRPO's drafts, and the refinements of one question +
-draft) share the prompt's keys and values. The plain decode loop copies them into each sample's row
-of the cache, so every decode step reads the prompt n times: at iGRPO's stage 2, where the prompt
-holds the question and a whole draft, that is most of the attention's memory traffic. Here the cache
-keeps the prompt once, (U, kv heads, P, d) for U distinct prompts, and per row only what the row
-generated, (B, kv heads, t, d) with B = U * n; a decode step's attention is
+`buffered`: transformers' DynamicCache whose layers write each step into preallocated buffers
+instead of concatenating (DynamicLayer copies the whole cache at every decode step).
+
+`shared_prefix`: the n samples of a prompt (GRPO's group, iGRPO's drafts, and the refinements of one
+question + draft) share the prompt's keys and values. Copied into each sample's row, every decode
+step reads the prompt n times: at iGRPO's stage 2, where the prompt holds the question and a whole
+draft, that is most of the attention's memory traffic and of the cache. This cache keeps the prompt
+once, (U, kv heads, P, d) for U distinct prompts, and per row only what the row generated,
+(B, kv heads, t, d) with B = U * n; a decode step's attention (`attention`) is
 
     scores = [q . K_prompt(u)  |  q . K_own(b)] * scaling      (the n * g queries of a prompt in one matmul)
     out    = softmax(scores + mask) @ [V_prompt(u) ; V_own(b)]
@@ -13,10 +16,9 @@ generated, (B, kv heads, t, d) with B = U * n; a decode step's attention is
 the same softmax over the same keys as the copied cache (eager attention's order: float32 softmax,
 then the query dtype), with different float rounding than the fused sdpa kernel, so a sample can
 differ from the copied cache's only where a uniform lands within ~1e-7 of a token's cdf boundary.
-
 Used only where it is the same maths: the model's attention is transformers' sdpa (the prefill still
 runs through it), its cache is plain full attention (no sliding window), no logit soft-capping, and
-every prompt has the same number of rows. `supported` says so; the engine falls back to the copy.
+every prompt has the same number of rows. `shares_prefix` says so; else the engine copies.
 """
 from __future__ import annotations
 
@@ -28,7 +30,50 @@ import torch
 NAME = "igrpo_shared_prefix"
 
 
-def supported(model) -> bool:
+def buffered(model, capacity: int):
+    """transformers' DynamicCache whose plain layers write into preallocated (B, heads, capacity, d)
+    buffers instead of concatenating: DynamicLayer copies the whole cache at every decode step
+    (O(length) per step, O(length^2) per completion, and a fresh allocation each time). Untouched
+    capacity costs no memory on CPU (pages are mapped when first written)."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+    cache = DynamicCache(config=model.config)
+    cache.layers = [_buffered_layer_class()(capacity) if type(layer) is DynamicLayer else layer
+                    for layer in cache.layers]
+    return cache
+
+
+@functools.cache
+def _buffered_layer_class():
+    from transformers.cache_utils import DynamicLayer
+
+    class BufferedLayer(DynamicLayer):
+        """keys/values are views [:, :, :length] of buffers; a cache whose tensors were replaced
+        (reorder_cache, batch_select_indices) is copied into fresh buffers at its next update."""
+
+        def __init__(self, capacity: int):
+            super().__init__()
+            self.capacity, self._kbuf, self._vbuf = capacity, None, None
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            n = 0 if self.keys is None or self.keys.numel() == 0 else self.keys.shape[-2]
+            q, kb = key_states.shape[-2], self._kbuf
+            if (kb is None or kb.shape[0] != key_states.shape[0] or n + q > kb.shape[-2]
+                    or (n and self.keys.data_ptr() != kb.data_ptr())):
+                shape = (*key_states.shape[:2], max(self.capacity, 2 * (n + q)), key_states.shape[-1])
+                self._kbuf, self._vbuf = key_states.new_empty(shape), value_states.new_empty(shape)
+                if n:
+                    self._kbuf[:, :, :n], self._vbuf[:, :, :n] = self.keys, self.values
+            self._kbuf[:, :, n: n + q], self._vbuf[:, :, n: n + q] = key_states, value_states
+            self.keys, self.values = self._kbuf[:, :, : n + q], self._vbuf[:, :, : n + q]
+            return self.keys, self.values
+
+    return BufferedLayer
+
+
+def shares_prefix(model) -> bool:
     """Whether the model's attention is what `attention` replaces exactly (see the module docstring)."""
     from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer
@@ -42,17 +87,17 @@ def supported(model) -> bool:
     return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
 
 
-def cache(model, capacity: int):
+def shared_prefix(model, capacity: int):
     """A DynamicCache whose layers hold the prefill's keys/values as the shared prompt and write each
     decode step into per-row buffers of `capacity` tokens (pages untouched are never mapped on CPU)."""
     from transformers import DynamicCache
     out = DynamicCache(config=model.config)
-    out.layers = [_layer_class()(capacity) for _ in out.layers]
+    out.layers = [_shared_layer_class()(capacity) for _ in out.layers]
     return out
 
 
 @functools.cache
-def _layer_class():
+def _shared_layer_class():
     from transformers.cache_utils import DynamicLayer
 
     class SharedPrefixLayer(DynamicLayer):

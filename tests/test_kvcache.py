@@ -1,8 +1,8 @@
-"""Decode attention over a prompt's KV held once for all its samples (prefix_kv.py, issue 10)."""
+"""Decode attention over a prompt's KV held once for all its samples (kvcache.py, issue 10)."""
 import pytest
 import torch
 
-from igrpo_core import prefix_kv
+from igrpo_core import kvcache
 from igrpo_core.engine import SamplingParams, TransformersEngine
 from igrpo_core.prompts import render_prompt
 
@@ -32,7 +32,7 @@ def test_shared_prefix_attention_is_sdpa_over_the_copied_cache(heads, kv_heads, 
         for b in range(B):
             mask[b, ..., : b // n] = False
     sk._igrpo_prefix = (pk, pv)
-    ours, none = prefix_kv.attention(None, query, sk, sv, mask, scaling=d ** -0.5)
+    ours, none = kvcache.attention(None, query, sk, sv, mask, scaling=d ** -0.5)
     ref = _reference(query, pk, pv, sk, sv, mask)
     assert none is None and ours.shape == ref.shape == (B, 1, heads, d)
     assert torch.allclose(ours, ref, atol=1e-6, rtol=1e-5)
@@ -41,7 +41,7 @@ def test_shared_prefix_attention_is_sdpa_over_the_copied_cache(heads, kv_heads, 
         pk2[1, :, 0] = 1e3
         sk2 = sk.clone()
         sk2._igrpo_prefix = (pk2, pv)
-        assert torch.equal(prefix_kv.attention(None, query, sk2, sv, mask, scaling=d ** -0.5)[0], ours)
+        assert torch.equal(kvcache.attention(None, query, sk2, sv, mask, scaling=d ** -0.5)[0], ours)
 
 
 def _prompts(tok, n):
@@ -69,8 +69,8 @@ def test_engine_holds_each_prompt_once_with_the_copying_caches_samples(which, ti
              if which == "tiny" else _llama(6, 2, len(tiny_tokenizer)))
     eng = TransformersEngine(model, tiny_tokenizer, batch_size=64)
     p, params = _prompts(tiny_tokenizer, 6), SamplingParams(n=4, temperature=0.9, max_new_tokens=40, seed=2)
-    made, real = [], prefix_kv.cache
-    monkeypatch.setattr(prefix_kv, "cache", lambda m, cap: made.append(real(m, cap)) or made[-1])
+    made, real = [], kvcache.shared_prefix
+    monkeypatch.setattr(kvcache, "shared_prefix", lambda m, cap: made.append(real(m, cap)) or made[-1])
     shared = eng.generate(p, params)
     assert model.config._attn_implementation == "sdpa"
     eng.share_prefix_kv = False
@@ -91,17 +91,17 @@ def test_the_copying_cache_is_kept_where_sharing_would_not_be_the_same_maths(tin
     sliding-window cache: the loop copies the prompt per row, as before."""
     torch.set_num_threads(1)
     made = []
-    monkeypatch.setattr(prefix_kv, "cache", lambda m, cap: made.append(1))
+    monkeypatch.setattr(kvcache, "shared_prefix", lambda m, cap: made.append(1))
     model = _llama(3, 3, len(tiny_tokenizer))
     eng = TransformersEngine(model, tiny_tokenizer, batch_size=10)     # n 4: batches of rows 4+4+2 | 2+4+4
     eng.generate(_prompts(tiny_tokenizer, 5), SamplingParams(n=4, max_new_tokens=6, seed=1))
     assert made == []
-    assert prefix_kv.supported(model)
+    assert kvcache.shares_prefix(model)
     model.config._attn_implementation = "eager"
-    assert not prefix_kv.supported(model)
+    assert not kvcache.shares_prefix(model)
     model.config._attn_implementation = "sdpa"
     model.config.sliding_window, model.config.layer_types = 4, ["sliding_attention"] * 2
-    assert not prefix_kv.supported(model)
+    assert not kvcache.shares_prefix(model)
 
 
 def test_attention_outside_a_shared_cache_is_sdpa(tiny_model_path, tiny_tokenizer):
@@ -111,7 +111,7 @@ def test_attention_outside_a_shared_cache_is_sdpa(tiny_model_path, tiny_tokenize
     ids = torch.tensor([_prompts(tiny_tokenizer, 1)[0]])
     with torch.no_grad():
         plain = model(input_ids=ids).logits
-        with prefix_kv.attending(model):
-            assert model.config._attn_implementation == prefix_kv.NAME
+        with kvcache.attending(model):
+            assert model.config._attn_implementation == kvcache.NAME
             ours = model(input_ids=ids).logits
     assert torch.equal(plain, ours) and model.config._attn_implementation == "sdpa"
