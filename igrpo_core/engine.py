@@ -374,6 +374,8 @@ class TransformersEngine:
             if step:
                 logits = model(input_ids=inp, attention_mask=attn[:, :Tp + step], position_ids=pos,
                                past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1].float()
+                if shared and step == 1:
+                    kvcache.check_read(cache)
             if params.greedy:
                 nxt = logits.argmax(-1)                                              # (B,)
             else:

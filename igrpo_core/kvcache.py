@@ -73,13 +73,27 @@ def _buffered_layer_class():
     return BufferedLayer
 
 
+def _configs(model) -> list:
+    """Every distinct config object the model's modules read their attention implementation from
+    (one for a plain causal LM; the same one under a peft wrapper; text and vision configs apart)."""
+    found = {}
+    for m in [model, *model.modules()]:
+        c = getattr(m, "config", None)
+        if c is not None and hasattr(c, "_attn_implementation"):
+            found[id(c)] = c
+    return list(found.values())
+
+
 def shares_prefix(model) -> bool:
     """Whether the model's attention is what `attention` replaces exactly (see the module docstring)."""
     from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer
+    from transformers import PreTrainedModel
     cfg = model.config
-    if getattr(cfg, "_attn_implementation", None) != "sdpa" or getattr(cfg, "attn_logit_softcapping", None):
+    if any(c._attn_implementation != "sdpa" or getattr(c, "attn_logit_softcapping", None) for c in _configs(model)):
         return False
+    if not all(type(m)._supports_attention_backend for m in model.modules() if isinstance(m, PreTrainedModel)):
+        return False   # attention written without transformers' interface would never call `attention`
     try:
         layers = DynamicCache(config=cfg).layers
     except Exception:  # noqa: BLE001 - a config the cache cannot describe: take the copying path
@@ -103,11 +117,12 @@ def _shared_layer_class():
     class SharedPrefixLayer(DynamicLayer):
         """First update (the prefill of the U distinct prompts): kept as the shared prompt and returned
         as is. Later updates (one token for each of the B rows): written into (B, heads, capacity, d)
-        buffers; the returned keys carry the prompt as `_igrpo_prefix` for `attention`."""
+        buffers; the returned keys carry this layer as `_igrpo_shared` for `attention`."""
 
         def __init__(self, capacity: int):
             super().__init__()
             self.capacity, self.prefix, self._kbuf, self._vbuf, self.length = capacity, None, None, None, 0
+            self.reads = self.writes = 0      # decode steps written / read by `attention` (`check_read`)
 
         def update(self, key_states, value_states, *args, **kwargs):
             if not self.is_initialized:
@@ -124,8 +139,9 @@ def _shared_layer_class():
             self._kbuf[:, :, self.length: self.length + q] = key_states
             self._vbuf[:, :, self.length: self.length + q] = value_states
             self.length += q
+            self.writes += 1
             self.keys, self.values = self._kbuf[:, :, : self.length], self._vbuf[:, :, : self.length]
-            self.keys._igrpo_prefix = self.prefix
+            self.keys._igrpo_shared = self
             return self.keys, self.values
 
         def get_seq_length(self) -> int:      # positions and masks count the prompt too
@@ -141,12 +157,15 @@ def attention(module, query, key, value, attention_mask, dropout: float = 0.0, s
               **kwargs):
     """transformers attention-interface function: the shared-prefix decode step where `key` carries
     a prompt, sdpa everywhere else (the prefill, and any call outside a shared-prefix cache)."""
-    prefix = getattr(key, "_igrpo_prefix", None)
-    if prefix is None or query.shape[2] != 1 or dropout:
+    layer = getattr(key, "_igrpo_shared", None)
+    if layer is None:
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
-    pk, pv = prefix                                                     # (U, h, P, d) each
+    if query.shape[2] != 1 or dropout:
+        raise ValueError("shared-prefix attention decodes one token per row, without dropout")
+    layer.reads += 1
+    pk, pv = layer.prefix                                               # (U, h, P, d) each
     B, H, _, d = query.shape
     U, h, P, _ = pk.shape
     n, g, t = B // U, H // h, key.shape[-2]
@@ -167,17 +186,28 @@ def attention(module, query, key, value, attention_mask, dropout: float = 0.0, s
     return out.reshape(B, 1, H, d), None                                # (B, q=1, heads, d) like sdpa's
 
 
+def check_read(cache) -> None:
+    """Raise unless every decode step written to a shared-prefix cache was read by `attention`: a
+    model whose attention bypassed it would have attended to the rows' own tokens only."""
+    bad = [i for i, layer in enumerate(cache.layers) if layer.reads != layer.writes]
+    if bad:
+        raise RuntimeError(f"layers {bad} of {type(cache).__name__} were decoded without the shared-prefix attention "
+                           "(their prompt was never read); set engine.share_prefix_kv = False for this model")
+
+
 @contextmanager
 def attending(model):
     """Within: the model's attention is `attention` (registered once with transformers' attention and
-    mask interfaces; masks are sdpa's). Restores the previous implementation on exit."""
+    mask interfaces; masks are sdpa's) on every config its modules read. Restored on exit."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
     AttentionInterface.register(NAME, attention)
     AttentionMaskInterface.register(NAME, sdpa_mask)
-    saved = model.config._attn_implementation
-    model.config._attn_implementation = NAME
+    saved = [(c, c._attn_implementation) for c in _configs(model)]
+    for c, _ in saved:
+        c._attn_implementation = NAME
     try:
         yield
     finally:
-        model.config._attn_implementation = saved
+        for c, impl in saved:
+            c._attn_implementation = impl

@@ -16,6 +16,11 @@ def _reference(query, pk, pv, sk, sv, mask):
     return torch.nn.functional.scaled_dot_product_attention(query, k, v, attn_mask=mask).transpose(1, 2)
 
 
+class _Layer:
+    def __init__(self, pk, pv):
+        self.prefix, self.reads = (pk, pv), 0
+
+
 @pytest.mark.parametrize("heads,kv_heads,with_mask", [(2, 2, True), (6, 2, True), (6, 3, False), (4, 1, True)])
 def test_shared_prefix_attention_is_sdpa_over_the_copied_cache(heads, kv_heads, with_mask):
     """Same softmax over the same keys: equal to sdpa on each row's own copy of the prompt to float
@@ -31,7 +36,7 @@ def test_shared_prefix_attention_is_sdpa_over_the_copied_cache(heads, kv_heads, 
         mask = torch.ones(B, 1, 1, P + t, dtype=torch.bool)
         for b in range(B):
             mask[b, ..., : b // n] = False
-    sk._igrpo_prefix = (pk, pv)
+    sk._igrpo_shared = _Layer(pk, pv)
     ours, none = kvcache.attention(None, query, sk, sv, mask, scaling=d ** -0.5)
     ref = _reference(query, pk, pv, sk, sv, mask)
     assert none is None and ours.shape == ref.shape == (B, 1, heads, d)
@@ -40,7 +45,7 @@ def test_shared_prefix_attention_is_sdpa_over_the_copied_cache(heads, kv_heads, 
         pk2 = pk.clone()
         pk2[1, :, 0] = 1e3
         sk2 = sk.clone()
-        sk2._igrpo_prefix = (pk2, pv)
+        sk2._igrpo_shared = _Layer(pk2, pv)
         assert torch.equal(kvcache.attention(None, query, sk2, sv, mask, scaling=d ** -0.5)[0], ours)
 
 
@@ -115,3 +120,38 @@ def test_attention_outside_a_shared_cache_is_sdpa(tiny_model_path, tiny_tokenize
             assert model.config._attn_implementation == kvcache.NAME
             ours = model(input_ids=ids).logits
     assert torch.equal(plain, ours) and model.config._attn_implementation == "sdpa"
+
+
+def test_a_model_whose_attention_bypasses_the_shared_prompt_is_stopped_not_trusted(tiny_tokenizer, monkeypatch):
+    """If the model's attention never read the shared prompt (here: an attention that ignores it, as
+    one written without transformers' interface would), its decode steps would have attended to the
+    rows' own tokens only, silently: the first decode step raises instead."""
+    def bypass(module, query, key, value, attention_mask, scaling=None, **kwargs):
+        key, value = (x.repeat_interleave(query.shape[1] // x.shape[1], 1) for x in (key, value))
+        out = torch.nn.functional.scaled_dot_product_attention(query, key, value, scale=scaling)
+        return out.transpose(1, 2), None
+
+    model = _llama(6, 2, len(tiny_tokenizer))
+    monkeypatch.setattr(kvcache, "attention", bypass)
+    eng = TransformersEngine(model, tiny_tokenizer, batch_size=64)
+    with pytest.raises(RuntimeError, match="without the shared-prefix attention"):
+        eng.generate(_prompts(tiny_tokenizer, 2), SamplingParams(n=2, max_new_tokens=5, seed=1))
+
+
+def test_a_lora_wrapped_policy_shares_the_prompt_too(tiny_tokenizer):
+    """Under peft (use_peft) the engine samples with the PeftModel: the switch reaches the base
+    model's attention, and the samples are the copying cache's."""
+    from igrpo_core.lora import apply_lora
+    model = apply_lora(_llama(6, 2, len(tiny_tokenizer)), r=4, alpha=8, dropout=0.0, target_modules=None)
+    with torch.no_grad():                                     # non-zero adapters: B starts at zero
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05, generator=torch.Generator().manual_seed(1))
+    assert kvcache.shares_prefix(model)
+    eng = TransformersEngine(model, tiny_tokenizer, batch_size=64)
+    p, params = _prompts(tiny_tokenizer, 3), SamplingParams(n=4, temperature=0.9, max_new_tokens=30, seed=6)
+    shared = eng.generate(p, params)
+    eng.share_prefix_kv = False
+    copied = eng.generate(p, params)
+    assert [c.ids for c in shared] == [c.ids for c in copied]
+    assert all(c._attn_implementation == "sdpa" for c in kvcache._configs(model))
