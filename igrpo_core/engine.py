@@ -341,8 +341,10 @@ class TransformersEngine:
         if params.max_new_tokens <= 0:
             return ids.new_zeros((B, 0)), None
         U = ids.shape[0]
-        shared = (expand is not None and self.share_prefix_kv and B % U == 0 and kvcache.shares_prefix(model)
-                  and torch.equal(expand, torch.arange(U, device=device).repeat_interleave(B // U)))
+        # the prompt held once: samples share it (n >= 2), every prompt has n rows, and the model allows it
+        shared = (expand is not None and self.share_prefix_kv and B > U and B % U == 0
+                  and torch.equal(expand, torch.arange(U, device=device).repeat_interleave(B // U))
+                  and kvcache.shares_prefix(model))
         with kvcache.attending(model) if shared else contextlib.nullcontext():
             return self._decode(ids, mask, params, generators, expand, shared)
 

@@ -18,7 +18,8 @@ then the query dtype), with different float rounding than the fused sdpa kernel,
 differ from the copied cache's only where a uniform lands within ~1e-7 of a token's cdf boundary.
 Used only where it is the same maths: the model's attention is transformers' sdpa (the prefill still
 runs through it), its cache is plain full attention (no sliding window), no logit soft-capping, and
-every prompt has the same number of rows. `shares_prefix` says so; else the engine copies.
+every prompt has the same number of rows, two or more. `shares_prefix` says so for the model; the
+engine checks the rows; else it copies.
 """
 from __future__ import annotations
 

@@ -92,14 +92,15 @@ def test_engine_holds_each_prompt_once_with_the_copying_caches_samples(which, ti
 
 def test_the_copying_cache_is_kept_where_sharing_would_not_be_the_same_maths(tiny_model_path, tiny_tokenizer,
                                                                             monkeypatch):
-    """Uneven rows per prompt (a prompt's samples split across two batches), eager attention, or a
-    sliding-window cache: the loop copies the prompt per row, as before."""
+    """Uneven rows per prompt (a prompt's samples split across two batches), one sample per prompt,
+    eager attention, or a sliding-window cache: the loop copies the prompt per row, as before."""
     torch.set_num_threads(1)
     made = []
     monkeypatch.setattr(kvcache, "shared_prefix", lambda m, cap: made.append(1))
     model = _llama(3, 3, len(tiny_tokenizer))
     eng = TransformersEngine(model, tiny_tokenizer, batch_size=10)     # n 4: batches of rows 4+4+2 | 2+4+4
     eng.generate(_prompts(tiny_tokenizer, 5), SamplingParams(n=4, max_new_tokens=6, seed=1))
+    eng.generate(_prompts(tiny_tokenizer, 5), SamplingParams(n=1, max_new_tokens=6, seed=1))   # nothing to share
     assert made == []
     assert kvcache.shares_prefix(model)
     model.config._attn_implementation = "eager"
