@@ -1,10 +1,12 @@
 """One side of a bench comparison, in its own process: a few training steps, then one JSON line with
 the step times, generation times, tokens and this process's peak RSS. Run by bench/common.run_side.
 
-  _side.py ours  MODEL PROMPTS LEN STEPS THREADS MICRO WARMUP ALGO VARIANT   (VARIANT: before | after | fast)
-  _side.py trl   MODEL PROMPTS LEN STEPS THREADS MICRO WARMUP
+  _side.py ours  MODEL PROMPTS LEN STEPS THREADS MICRO WARMUP CKPT ALGO VARIANT   (VARIANT: before | after | fast)
+  _side.py trl   MODEL PROMPTS LEN STEPS THREADS MICRO WARMUP CKPT
 MICRO: sequences per forward/backward (the 128 completions of a step in 128 / MICRO micro-batches, one
-optimizer step); WARMUP: 1 runs an unmeasured first step, 0 measures from the first (long completions).
+optimizer step); WARMUP: 1 runs an unmeasured first step, 0 measures from the first (long completions);
+CKPT: 1 recomputes the transformer blocks' activations in backward (gradient checkpointing), 0 keeps
+them. Always passed explicitly: TRL's GRPOConfig defaults to 1, this project's Config to 0.
 before = model.generate + full-logits log-probs (the code before issue 10); after = decode loop +
 multinomial (generate's samples) + chunked log-probs; fast = after with the inverse-CDF sampler and one
 prefill per distinct prompt (the defaults).
@@ -25,7 +27,7 @@ def _full_logits(sequence_logps, *args, chunked=False, **kwargs):
     return sequence_logps(*args, chunked=False, **kwargs)
 
 
-def ours(model, prompts, length, steps, threads, micro, warmup, algo, variant):
+def ours(model, prompts, length, steps, threads, micro, warmup, ckpt, algo, variant):
     import functools
 
     from igrpo_core import trainer as T
@@ -38,7 +40,7 @@ def ours(model, prompts, length, steps, threads, micro, warmup, algo, variant):
                  torch_threads=threads, reward_funcs=["accuracy"], reward_weights=[1.0], save_steps=10 ** 6,
                  max_steps=steps + warmup, output_dir=tempfile.mkdtemp(), run_name="bench", log_completions=False,
                  warmup_ratio=0.0, lr_scheduler_type="constant", draft_template="{question}\nDraft: {draft}",
-                 sampler="inverse_cdf" if variant == "fast" else "multinomial")
+                 sampler="inverse_cdf" if variant == "fast" else "multinomial", gradient_checkpointing=bool(ckpt))
     tr = T.Trainer(cfg)
     tr.engine.eos_ids = {-1}  # forced full length on both sides: no token ends a completion
     if variant == "before":
@@ -54,7 +56,7 @@ def ours(model, prompts, length, steps, threads, micro, warmup, algo, variant):
     return dict(step_s=times, gen_s=gens, generated_tokens=toks, n_params=n_params, peak_rss_mb=peak_rss_mb())
 
 
-def trl(model, prompts, length, steps, threads, micro, warmup):
+def trl(model, prompts, length, steps, threads, micro, warmup, ckpt):
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
@@ -86,7 +88,8 @@ def trl(model, prompts, length, steps, threads, micro, warmup):
                       gradient_accumulation_steps=128 // micro, num_generations=8,
                       max_completion_length=length, beta=0.0, learning_rate=1e-5, temperature=1.0,
                       max_steps=steps + warmup, logging_steps=1, save_strategy="no", report_to="none", use_cpu=True,
-                      bf16=False, generation_kwargs={"min_new_tokens": length}, seed=0, dataloader_num_workers=0)
+                      bf16=False, generation_kwargs={"min_new_tokens": length}, seed=0, dataloader_num_workers=0,
+                      gradient_checkpointing=bool(ckpt))
     trainer = GRPOTrainer(model=policy, reward_funcs=[lambda completions, **k: [len(str(c)) % 3 for c in completions]],
                           args=args, train_dataset=ds, processing_class=tok, callbacks=[Timer()])
     trainer.train()
@@ -96,6 +99,6 @@ def trl(model, prompts, length, steps, threads, micro, warmup):
 
 
 if __name__ == "__main__":
-    side, model, prompts, length, steps, threads, micro, warmup, *rest = sys.argv[1:]
+    side, model, prompts, length, steps, threads, micro, warmup, ckpt, *rest = sys.argv[1:]
     fn = ours if side == "ours" else trl
-    print(json.dumps(fn(model, prompts, *map(int, (length, steps, threads, micro, warmup)), *rest)))
+    print(json.dumps(fn(model, prompts, *map(int, (length, steps, threads, micro, warmup, ckpt)), *rest)))

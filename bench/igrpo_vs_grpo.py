@@ -26,7 +26,7 @@ def main():
     rows = []
     for work in a.work.split(","):
         model = TINY_MODEL if work == "tiny" else str(common.build_work_model())
-        base = [model, str(common.prompts_file()), str(a.len), str(a.steps), str(a.threads), "128", "1"]
+        base = [model, str(common.prompts_file()), str(a.len), str(a.steps), str(a.threads), "128", "1", "0"]
         res = common.alternate({algo: (lambda algo=algo: common.run_side(common.PY, ["ours", *base, algo, a.variant]))
                                 for algo in ("grpo", "igrpo")}, a.rounds)
         med = {k: (common.median([x for r in rs for x in r["step_s"]]), common.median([r["peak_rss_mb"] for r in rs]))

@@ -2,7 +2,7 @@
 steps, ours only, in this process. The before/after figures of single levers in the README come
 from running this on two commits.
 
-  python bench/phases.py [--work llama|tiny] [--len 64] [--algo grpo] [--steps 2] [--micro 128]
+  python bench/phases.py [--work llama|tiny] [--len 64] [--algo grpo] [--steps 2] [--micro 128] [--checkpointing]
 """
 import argparse
 import functools
@@ -40,6 +40,7 @@ def main():
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--micro", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--checkpointing", action="store_true")
     a = ap.parse_args()
     sys.path.insert(0, str(common.ROOT))
     from igrpo_core import trainer as T
@@ -48,7 +49,8 @@ def main():
     timed(T.Trainer, "collect", rows)
     timed(T.Trainer, "update", rows)
     model = TINY_MODEL if a.work == "tiny" else str(common.build_work_model())
-    res = _side.ours(model, str(common.prompts_file()), a.len, a.steps, a.threads, a.micro, 1, a.algo, "fast")
+    res = _side.ours(model, str(common.prompts_file()), a.len, a.steps, a.threads, a.micro, 1, int(a.checkpointing),
+                     a.algo, "fast")
     print(common.header(f"phases of {a.algo} on {a.work}: 16x8 x {a.len} tokens, micro-batch {a.micro}, "
                         f"1 warm-up + {a.steps} steps"))
     print(common.table(rows, ["phase", "seconds", "RSS after MB", "peak RSS MB"]))

@@ -4,7 +4,7 @@ The work model (random Llama, SmolLM2 vocabulary), 16 prompts x 8 samples, LEN n
 length (no EOS), T 1.0; sides alternate in one process, medians over rounds. The engine sides show each
 lever on its own: the multinomial sampler with a prefill per sample row (the loop's first version),
 the inverse-CDF sampler, one prefill per distinct prompt with its KV copied to the prompt's rows, then
-that KV held once for all rows (the default, kvcache.shared_prefix). --prompt-len N lengthens each prompt to
+that KV held once for all rows (kvcache.shared_prefix; the engine's default for prompts of 256+ tokens). --prompt-len N lengthens each prompt to
 about N tokens with random ones, the shape of iGRPO's stage 2 (question + a whole draft).
 
   python bench/sampler.py [--len 64] [--rounds 3] [--threads 2] [--top-p 1.0] [--top-k 0] [--prompt-len 0]
@@ -58,12 +58,13 @@ def main():
         eng = TransformersEngine(model, tok, batch_size=128, sampler=sampler)
         eng.eos_ids = {-1}   # forced full length
         eng.share_prefill, eng.share_prefix_kv = share_prefill, share_kv
+        eng.share_prefix_min_tokens = 0   # whatever the prompt length: the comparison is the point
         return lambda: sum(len(c.ids) for c in eng.generate(prompts, params)) // 128
 
     sides = {"model.generate": plain_generate, "engine multinomial, prefill per row": engine("multinomial", False),
              "engine inverse_cdf, prefill per row": engine("inverse_cdf", False),
              "engine inverse_cdf, one prefill per prompt, KV copied per row": engine("inverse_cdf", True, False),
-             "engine inverse_cdf (default: one prefill per prompt, KV held once)": engine("inverse_cdf")}
+             "engine inverse_cdf, one prefill per prompt, KV held once": engine("inverse_cdf")}
 
     def timed(fn):
         def run():

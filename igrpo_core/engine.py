@@ -31,8 +31,12 @@ sums, one block's cumsum, searchsorted) and `sampler="multinomial"` (torch.multi
 whose CPU kernel draws one exponential per vocabulary entry: most of decode time at a 49k
 vocabulary). `decode="generate"` runs `model.generate` with the same per-row draw inside a logits
 processor (`RowSampler`), so it yields the loop's samples token for token. The loop prefills each
-distinct prompt once; by default its n samples then read that one copy of the prompt's KV
-(kvcache.py: an sdpa model with full attention; else the KV is copied to each sample's row).
+distinct prompt once; its n samples then read one copy of the prompt's KV when the prompt has
+`share_prefix_min_tokens` (256) or more (kvcache.py: an sdpa model with full attention), else the KV
+is copied to each sample's row. bench/sampler.py on 2026-12-02 (128 x 64 tokens, 49k vocabulary,
+2 CPU threads): held once 1.12x the copy's tokens/s at 256-token prompts and 1.14x at 512, its KV
+cache 24 vs 80 MiB and 32 vs 144 MiB; at 30-100-token prompts the extra kernel launches of its
+attention made decode 8-16% slower, hence the threshold.
 
 Deliberately left out: beam search, logit processors beyond temperature/top-p/top-k.
 """
@@ -273,6 +277,7 @@ class TransformersEngine:
         self.decode, self.sampler = decode, sampler
         self.share_prefill = True  # the loop prefills each distinct prompt once (False: once per sample)
         self.share_prefix_kv = True  # ... and its samples' decode steps read that one copy (kvcache.py)
+        self.share_prefix_min_tokens = 256  # ... for prompts this long; shorter ones are copied to each row
         self.eos_ids = eos_token_ids(model, tokenizer)
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else next(iter(self.eos_ids))
@@ -343,6 +348,7 @@ class TransformersEngine:
         U = ids.shape[0]
         # the prompt held once: samples share it (n >= 2), every prompt has n rows, and the model allows it
         shared = (expand is not None and self.share_prefix_kv and B > U and B % U == 0
+                  and ids.shape[1] >= self.share_prefix_min_tokens
                   and torch.equal(expand, torch.arange(U, device=device).repeat_interleave(B // U))
                   and kvcache.shares_prefix(model))
         with kvcache.attending(model) if shared else contextlib.nullcontext():

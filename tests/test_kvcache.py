@@ -73,6 +73,7 @@ def test_engine_holds_each_prompt_once_with_the_copying_caches_samples(which, ti
     model = (load_model(tiny_model_path, tiny_tokenizer, device=torch.device("cpu"), dtype=torch.float32)
              if which == "tiny" else _llama(6, 2, len(tiny_tokenizer)))
     eng = TransformersEngine(model, tiny_tokenizer, batch_size=64)
+    eng.share_prefix_min_tokens = 0                            # these prompts are short
     p, params = _prompts(tiny_tokenizer, 6), SamplingParams(n=4, temperature=0.9, max_new_tokens=40, seed=2)
     made, real = [], kvcache.shared_prefix
     monkeypatch.setattr(kvcache, "shared_prefix", lambda m, cap: made.append(real(m, cap)) or made[-1])
@@ -92,16 +93,23 @@ def test_engine_holds_each_prompt_once_with_the_copying_caches_samples(which, ti
 
 def test_the_copying_cache_is_kept_where_sharing_would_not_be_the_same_maths(tiny_model_path, tiny_tokenizer,
                                                                             monkeypatch):
-    """Uneven rows per prompt (a prompt's samples split across two batches), one sample per prompt,
-    eager attention, or a sliding-window cache: the loop copies the prompt per row, as before."""
+    """Prompts under share_prefix_min_tokens, uneven rows per prompt (a prompt's samples split across
+    two batches), one sample per prompt, eager attention, or a sliding-window cache: the loop copies
+    the prompt per row, as before."""
     torch.set_num_threads(1)
-    made = []
-    monkeypatch.setattr(kvcache, "shared_prefix", lambda m, cap: made.append(1))
+    made, real = [], kvcache.shared_prefix
+    monkeypatch.setattr(kvcache, "shared_prefix", lambda m, cap: made.append(1) or real(m, cap))
     model = _llama(3, 3, len(tiny_tokenizer))
-    eng = TransformersEngine(model, tiny_tokenizer, batch_size=10)     # n 4: batches of rows 4+4+2 | 2+4+4
+    eng = TransformersEngine(model, tiny_tokenizer, batch_size=40)
+    eng.generate(_prompts(tiny_tokenizer, 5), SamplingParams(n=4, max_new_tokens=6, seed=1))   # short prompts
+    assert made == [] and eng.share_prefix_min_tokens == 256
+    eng.share_prefix_min_tokens = 0
+    eng.generate(_prompts(tiny_tokenizer, 5), SamplingParams(n=4, max_new_tokens=6, seed=1))
+    assert made == [1]                                         # the control: this call does share
+    eng.batch_size = 10                                        # n 4: batches of rows 4+4+2 | 2+4+4
     eng.generate(_prompts(tiny_tokenizer, 5), SamplingParams(n=4, max_new_tokens=6, seed=1))
     eng.generate(_prompts(tiny_tokenizer, 5), SamplingParams(n=1, max_new_tokens=6, seed=1))   # nothing to share
-    assert made == []
+    assert made == [1]
     assert kvcache.shares_prefix(model)
     model.config._attn_implementation = "eager"
     assert not kvcache.shares_prefix(model)
@@ -135,6 +143,7 @@ def test_a_model_whose_attention_bypasses_the_shared_prompt_is_stopped_not_trust
     model = _llama(6, 2, len(tiny_tokenizer))
     monkeypatch.setattr(kvcache, "attention", bypass)
     eng = TransformersEngine(model, tiny_tokenizer, batch_size=64)
+    eng.share_prefix_min_tokens = 0
     with pytest.raises(RuntimeError, match="without the shared-prefix attention"):
         eng.generate(_prompts(tiny_tokenizer, 2), SamplingParams(n=2, max_new_tokens=5, seed=1))
 
@@ -150,6 +159,7 @@ def test_a_lora_wrapped_policy_shares_the_prompt_too(tiny_tokenizer):
                 p.normal_(0, 0.05, generator=torch.Generator().manual_seed(1))
     assert kvcache.shares_prefix(model)
     eng = TransformersEngine(model, tiny_tokenizer, batch_size=64)
+    eng.share_prefix_min_tokens = 0
     p, params = _prompts(tiny_tokenizer, 3), SamplingParams(n=4, temperature=0.9, max_new_tokens=30, seed=6)
     shared = eng.generate(p, params)
     eng.share_prefix_kv = False
