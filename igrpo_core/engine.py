@@ -377,7 +377,11 @@ class TransformersEngine:
         uniforms = None                          # inverse CDF: every step's uniforms in B draws
         if not params.greedy and self.sampler == "inverse_cdf":
             uniforms = row_uniforms(generators, T).to(device)                         # (B, T)
-        out, logps = [], []
+        # Outputs written into (B, T) buffers: per-step small tensors kept alive for the whole loop sat
+        # between the freed (B, V) temporaries in glibc's heap and grew RSS by GBs on long completions.
+        out = torch.full((B, T), self.pad_id, dtype=torch.long, device=device)       # (B, T)
+        logps = None if params.greedy else torch.zeros((B, T), dtype=torch.float32, device=device)
+        done = T
         for step in range(T):
             if step:
                 logits = model(input_ids=inp, attention_mask=attn[:, :Tp + step], position_ids=pos,
@@ -389,12 +393,12 @@ class TransformersEngine:
             else:
                 warped = warp_logits(logits, params.temperature, params.top_k, params.top_p)  # (B, V)
                 u = None if uniforms is None else uniforms[:, step: step + 1]        # (B, 1)
-                nxt, logp = sample_next(warped, self.sampler, generators, u)          # (B,) each
-                logps.append(logp)
+                nxt, logps[:, step] = sample_next(warped, self.sampler, generators, u)  # (B,) each
             nxt = torch.where(alive, nxt, torch.full_like(nxt, self.pad_id))
-            out.append(nxt)
+            out[:, step] = nxt
             alive &= ~torch.isin(nxt, eos)
             if not alive.any():
+                done = step + 1
                 break
             inp, pos = nxt[:, None], pos[:, -1:] + 1
-        return torch.stack(out, dim=1), (torch.stack(logps, dim=1) if logps else None)  # (B, T) each
+        return out[:, :done], (None if logps is None else logps[:, :done])           # (B, done) each
