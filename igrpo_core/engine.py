@@ -51,6 +51,7 @@ from typing import Protocol
 import torch
 
 from igrpo_core import kvcache
+from igrpo_core.attention import plain_sdpa
 
 
 @dataclass
@@ -350,14 +351,14 @@ class TransformersEngine:
         shared = (expand is not None and self.share_prefix_kv and B > U and B % U == 0
                   and ids.shape[1] >= self.share_prefix_min_tokens
                   and torch.equal(expand, torch.arange(U, device=device).repeat_interleave(B // U))
-                  and kvcache.shares_prefix(model))
+                  and plain_sdpa(model))
         with kvcache.attending(model) if shared else contextlib.nullcontext():
-            return self._decode(ids, mask, params, generators, expand, shared)
+            return self._decode(ids, mask, params, generators, expand, shared, B)
 
-    def _decode(self, ids, mask, params, generators, expand, shared):
-        """`_decode_loop`'s body; `shared`: the prompt's KV is held once (kvcache.shared_prefix) instead of copied."""
+    def _decode(self, ids, mask, params, generators, expand, shared: bool, B: int):
+        """`_decode_loop`'s body for its B rows; `shared`: the prompt's KV is held once
+        (kvcache.shared_prefix) instead of copied."""
         model, device = self.model, ids.device
-        B = ids.shape[0] if expand is None else expand.shape[0]
         if shared:
             cache = kvcache.shared_prefix(model, params.max_new_tokens)
         else:

@@ -18,15 +18,16 @@ then the query dtype), with different float rounding than the fused sdpa kernel,
 differ from the copied cache's only where a uniform lands within ~1e-7 of a token's cdf boundary.
 Used only where it is the same maths: the model's attention is transformers' sdpa (the prefill still
 runs through it), its cache is plain full attention (no sliding window), no logit soft-capping, and
-every prompt has the same number of rows, two or more. `shares_prefix` says so for the model; the
-engine checks the rows; else it copies.
+every prompt has the same number of rows, two or more. `attention.plain_sdpa` says so for the model;
+the engine checks the rows; else it copies.
 """
 from __future__ import annotations
 
 import functools
-from contextlib import contextmanager
 
 import torch
+
+from igrpo_core.attention import switched
 
 NAME = "igrpo_shared_prefix"
 
@@ -72,34 +73,6 @@ def _buffered_layer_class():
             return self.keys, self.values
 
     return BufferedLayer
-
-
-def _configs(model) -> list:
-    """Every distinct config object the model's modules read their attention implementation from
-    (one for a plain causal LM; the same one under a peft wrapper; text and vision configs apart)."""
-    found = {}
-    for m in [model, *model.modules()]:
-        c = getattr(m, "config", None)
-        if c is not None and hasattr(c, "_attn_implementation"):
-            found[id(c)] = c
-    return list(found.values())
-
-
-def shares_prefix(model) -> bool:
-    """Whether the model's attention is what `attention` replaces exactly (see the module docstring)."""
-    from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
-    from transformers import PreTrainedModel
-    cfg = model.config
-    if any(c._attn_implementation != "sdpa" or getattr(c, "attn_logit_softcapping", None) for c in _configs(model)):
-        return False
-    if not all(type(m)._supports_attention_backend for m in model.modules() if isinstance(m, PreTrainedModel)):
-        return False   # attention written without transformers' interface would never call `attention`
-    try:
-        layers = DynamicCache(config=cfg).layers
-    except Exception:  # noqa: BLE001 - a config the cache cannot describe: take the copying path
-        return False
-    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
 
 
 def shared_prefix(model, capacity: int):
@@ -196,19 +169,7 @@ def check_read(cache) -> None:
                            "(their prompt was never read); set engine.share_prefix_kv = False for this model")
 
 
-@contextmanager
 def attending(model):
-    """Within: the model's attention is `attention` (registered once with transformers' attention and
-    mask interfaces; masks are sdpa's) on every config its modules read. Restored on exit."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-    AttentionInterface.register(NAME, attention)
-    AttentionMaskInterface.register(NAME, sdpa_mask)
-    saved = [(c, c._attn_implementation) for c in _configs(model)]
-    for c, _ in saved:
-        c._attn_implementation = NAME
-    try:
-        yield
-    finally:
-        for c, impl in saved:
-            c._attn_implementation = impl
+    """Context: the model's attention is `attention` (masks are sdpa's) on every config its modules read."""
+    from transformers.masking_utils import sdpa_mask
+    return switched(model, NAME, attention, sdpa_mask)

@@ -10,6 +10,7 @@ Deliberately left out: asynchronous rollouts (processes: distributed.py).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import random
@@ -20,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from igrpo_core import distributed, lora, losses, mismatch, nonfinite, provenance, records, trackers
+from igrpo_core import attention, distributed, lora, losses, mismatch, nonfinite, provenance, records, trackers
 from igrpo_core.config import Config
 from igrpo_core.engine import SamplingParams
 from igrpo_core.igrpo import Rollout, collect_dynamic, collect_grpo, collect_igrpo, trained_tokens
@@ -267,14 +268,20 @@ class Trainer:
         for s in range(0, n, mb):
             yield slice(s, min(n, s + mb))
 
+    def _unpadded(self, model):
+        """Forwards (and their backward) over long sequences without a padding mask (attention.unpadded):
+        for models whose attention is plain sdpa; others keep theirs."""
+        return attention.unpadded(model) if attention.plain_sdpa(model) else contextlib.nullcontext()
+
     @torch.no_grad()
     def _frozen_logps(self, model, ro: Rollout) -> list[torch.Tensor]:
         out = []
-        for sl in self._micro_batches(ro):
-            logp, _, _ = sequence_logps(model, ro.prompt_ids[sl], ro.completion_ids[sl],
-                                        pad_id=self.engine.pad_id, device=self.device, amp_dtype=self.amp,
-                                        temperature=self.cfg.temperature, chunked=True)
-            out.append(logp)
+        with self._unpadded(model):
+            for sl in self._micro_batches(ro):
+                logp, _, _ = sequence_logps(model, ro.prompt_ids[sl], ro.completion_ids[sl],
+                                            pad_id=self.engine.pad_id, device=self.device, amp_dtype=self.amp,
+                                            temperature=self.cfg.temperature, chunked=True)
+                out.append(logp)
         return out
 
     def _reference_logps(self, ro: Rollout) -> list[torch.Tensor]:
@@ -346,7 +353,8 @@ class Trainer:
         ref = [self._reference_logps(r) if cfg.beta > 0 else None for r in rollouts]
         lr = self.sched.get_last_lr()[0]
         for _ in range(cfg.num_iterations):
-            upd = self.update(rollouts, old, ref)
+            with self._unpadded(self.model):   # open over the backward too: checkpointed layers recompute there
+                upd = self.update(rollouts, old, ref)
             if upd["skipped_nonfinite"]:   # the next update would start from the same weights
                 break
         self.engine.sync_weights(self.model)  # no-op for the transformers engine (same model object)

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from igrpo_core import kvcache
+from igrpo_core.attention import _configs, plain_sdpa
 from igrpo_core.engine import SamplingParams, TransformersEngine
 from igrpo_core.prompts import render_prompt
 
@@ -110,12 +111,12 @@ def test_the_copying_cache_is_kept_where_sharing_would_not_be_the_same_maths(tin
     eng.generate(_prompts(tiny_tokenizer, 5), SamplingParams(n=4, max_new_tokens=6, seed=1))
     eng.generate(_prompts(tiny_tokenizer, 5), SamplingParams(n=1, max_new_tokens=6, seed=1))   # nothing to share
     assert made == [1]
-    assert kvcache.shares_prefix(model)
+    assert plain_sdpa(model)
     model.config._attn_implementation = "eager"
-    assert not kvcache.shares_prefix(model)
+    assert not plain_sdpa(model)
     model.config._attn_implementation = "sdpa"
     model.config.sliding_window, model.config.layer_types = 4, ["sliding_attention"] * 2
-    assert not kvcache.shares_prefix(model)
+    assert not plain_sdpa(model)
 
 
 def test_attention_outside_a_shared_cache_is_sdpa(tiny_model_path, tiny_tokenizer):
@@ -157,7 +158,7 @@ def test_a_lora_wrapped_policy_shares_the_prompt_too(tiny_tokenizer):
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.05, generator=torch.Generator().manual_seed(1))
-    assert kvcache.shares_prefix(model)
+    assert plain_sdpa(model)
     eng = TransformersEngine(model, tiny_tokenizer, batch_size=64)
     eng.share_prefix_min_tokens = 0
     p, params = _prompts(tiny_tokenizer, 3), SamplingParams(n=4, temperature=0.9, max_new_tokens=30, seed=6)
@@ -165,4 +166,4 @@ def test_a_lora_wrapped_policy_shares_the_prompt_too(tiny_tokenizer):
     eng.share_prefix_kv = False
     copied = eng.generate(p, params)
     assert [c.ids for c in shared] == [c.ids for c in copied]
-    assert all(c._attn_implementation == "sdpa" for c in kvcache._configs(model))
+    assert all(c._attn_implementation == "sdpa" for c in _configs(model))

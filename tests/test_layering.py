@@ -34,6 +34,7 @@ LAYERS = [
     "trackers",     # report_to: step metrics mirrored to TensorBoard, trackio, wandb (optional packages)
     "lora",         # LoRA adapters (peft), the base as reference, merged weights
     "distributed",  # processes under accelerate: shards, reductions, DDP/FSDP wrapping
+    "attention",    # our attention implementations (shared prompt, unpadded update) and their switch
     "kvcache",      # decode KV caches: written in place; a prompt held once for all its samples
     "engine",       # rollout engine protocol and the transformers engine
     "engine_vllm",  # the vLLM engine (the only vllm importer)
