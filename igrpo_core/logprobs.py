@@ -5,7 +5,9 @@ at the same column, with position ids exactly as `generate` computes them, and r
 log-probs, mask and entropy. `chunked=True` computes the final hidden states once and the output
 layer + log-softmax per chunk with recomputation in backward (chunked.chunked_token_logps), so no
 (B, T, V) float32 tensor lives through autograd; `reference_sequence_logps` is the plain full-logits
-version kept beside it and tested equal.
+version kept beside it and tested equal. Within `attention.unpadded(model)` (the trainer's update and
+frozen log-probs) sequences of 1,024+ columns run each row's attention over its own span, without the
+(B, 1, L, L) padding mask.
 
 Deliberately left out: the loss itself (losses.py) and any knowledge of GRPO or iGRPO.
 """

@@ -1,5 +1,6 @@
 """The update's unpadded attention (attention.py, issue 10): each row's causal attention over its own
 span, no (B, 1, L, L) mask, the same maths as sdpa with the padding mask."""
+
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
