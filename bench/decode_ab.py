@@ -5,9 +5,10 @@ worktree` of an older commit), with the prompt's KV copied to each row (copy) or
 whatever the prompt length). Cases, 64 forced tokens each, on the shipped tiny model and the work
 model of step_vs_trl.py: GRPO's 16 x 8 rows on the questions; iGRPO's stage 1 (16 x 4) on the same
 questions; its stage 2 (16 x 4) on the questions plus a 64-token stand-in draft. Each measurement is
-a fresh subprocess (median of 3 calls), sides alternate round by round; medians over rounds.
+a fresh subprocess (median of 3 calls after --warm untimed ones), sides alternate round by round;
+medians over rounds.
 
-  python bench/decode_ab.py SIDE [SIDE ...] [--rounds 3] [--threads 2]
+  python bench/decode_ab.py SIDE [SIDE ...] [--rounds 3] [--threads 2] [--warm 1]
   e.g.  git worktree add /tmp/old <commit>;  python bench/decode_ab.py /tmp/old .:copy .:share
 """
 import argparse
@@ -22,7 +23,8 @@ import common  # noqa: E402
 
 CHILD = r'''
 import json, sys, time, torch
-root, flag, threads, work, tiny, prompts_file = sys.argv[1:7]
+root, flag, threads, work, tiny, prompts_file, warm = sys.argv[1:8]
+warm = int(warm)
 sys.path.insert(0, root)
 torch.set_num_threads(int(threads))
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -41,10 +43,11 @@ for name, path in (("tiny", tiny), ("49k", work)):
     eng.share_prefix_min_tokens = 0
     for case, prompts, n in (("GRPO 16x8", q, 8), ("stage 1 16x4", q, 4), ("stage 2 16x4", s2, 4)):
         ts = []
-        for _ in range(3):
+        for i in range(warm + 3):                       # `warm` untimed calls first, then 3 timed
             t = time.perf_counter()
             eng.generate(prompts, SamplingParams(n=n, max_new_tokens=64, seed=1))
-            ts.append(time.perf_counter() - t)
+            if i >= warm:
+                ts.append(time.perf_counter() - t)
         out[f"{name} {case}"] = sorted(ts)[1]
 print(json.dumps(out))
 '''
@@ -55,6 +58,7 @@ def main():
     ap.add_argument("sides", nargs="+")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--warm", type=int, default=1, help="untimed calls per case before the 3 timed ones")
     a = ap.parse_args()
     sys.path.insert(0, str(common.ROOT))
     from igrpo_core.config import TINY_MODEL
@@ -62,7 +66,7 @@ def main():
 
     def side(spec: str):
         root, _, flag = spec.partition(":")
-        args = [str(Path(root).resolve()), flag or "copy", str(a.threads), work, TINY_MODEL, prompts]
+        args = [str(Path(root).resolve()), flag or "copy", str(a.threads), work, TINY_MODEL, prompts, str(a.warm)]
 
         def run():
             p = subprocess.run([common.PY, "-c", CHILD, *args], capture_output=True, text=True)
@@ -77,7 +81,7 @@ def main():
     first = med[a.sides[0]]
     rows = [[c, *(f"{med[s][i]:.3f} ({med[s][i] / first[i]:.2f}x)" for s in a.sides)] for i, c in enumerate(cases)]
     print(common.header(f"decode A/B: seconds per generate call, 64 forced tokens, {a.threads} threads, "
-                        f"{a.rounds} rounds (x the first side)"))
+                        f"{a.rounds} rounds, {a.warm} warm-up call(s) (x the first side)"))
     print(common.table(rows, ["case", *a.sides]))
 
 

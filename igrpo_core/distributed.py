@@ -30,6 +30,7 @@ FSDP with LoRA or with the vLLM engine (both refused), a sharded KL reference mo
 """
 from __future__ import annotations
 
+import atexit
 import os
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -172,6 +173,17 @@ def _unsharded(model, reshard_after_forward: bool):
             m.set_reshard_after_forward(reshard_after_forward and m is not mods[0], recurse=False)
 
 
+def _close_process_group() -> None:
+    """Destroy the process group while the interpreter is still whole. A process that exits with
+    it alive leaves gloo's worker threads to be torn down during interpreter finalisation, which
+    now and then aborts the process (SIGABRT, "terminate called without an active exception") after
+    its work has finished; registered with atexit by `setup`, so every entry point (the CLI, a
+    notebook kernel, a test's child) gets it. A no-op if the group is already gone."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def launched_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
@@ -196,4 +208,5 @@ def setup(device: torch.device) -> Dist:
         # reads the config from the FSDP_* variables the launcher set), as it does itself on GPUs.
         acc.state.fsdp_plugin = FullyShardedDataParallelPlugin()
         acc.state.distributed_type = DistributedType.FSDP
+    atexit.register(_close_process_group)
     return Dist(accelerator=acc, rank=acc.process_index, world=acc.num_processes, fsdp=fsdp)
