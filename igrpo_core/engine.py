@@ -382,7 +382,7 @@ class TransformersEngine:
         # between the freed (B, V) temporaries in glibc's heap and grew RSS by GBs on long completions.
         out = torch.full((B, T), self.pad_id, dtype=torch.long, device=device)       # (B, T)
         logps = None if params.greedy else torch.zeros((B, T), dtype=torch.float32, device=device)
-        done = T
+        done, inp = T, None                      # inp: the tokens fed at step >= 1 (the last step's draws)
         for step in range(T):
             if step:
                 logits = model(input_ids=inp, attention_mask=attn[:, :Tp + step], position_ids=pos,

@@ -162,7 +162,7 @@ def _payloads() -> list:
         f"().__class__.__base__.__subclasses__()[0]('{c}')", f"Symbol('x').__class__.__init__.__globals__['os'].system('touch {c}')",
         f"\\text{{__import__('os').system('touch {c}')}}", f"\\mathrm{{eval}}(open('{c}','w'))",
         f"\\write18{{touch {c}}}", f"\\immediate\\write18{{touch {c}}}", f"\\input{{{c}}}",
-        f"$(touch {c})", f"`touch {c}`", f"{{{{''.__class__.__mro__[1].__subclasses__()}}}}",
+        f"$(touch {c})", f"`touch {c}`", "{{''.__class__.__mro__[1].__subclasses__()}}",
         f"__import__('os').system('touch {c}') + 3", f"3 if open('{c}','w') else 3",
         f"lambda: __import__('os').remove('{c}')", f"exec(compile('import os\\nos.system(\"touch {c}\")','s','exec'))",
     ]
