@@ -124,9 +124,16 @@ def chunked_head(cfg: Config) -> bool:
     return not (cfg.use_peft and any("lm_head" in m for m in cfg.lora_target_modules or []))
 
 
+def micro_batch_rows(cfg: Config) -> int:
+    """Sequences in the largest micro-batch at full length: per_device_train_batch_size, fewer when
+    micro_batch_tokens caps the padded tokens (trainer.micro_batch_slices; a lone sequence always fits)."""
+    rows, seq = cfg.per_device_train_batch_size, cfg.max_prompt_length + cfg.max_completion_length
+    return max(1, min(rows, cfg.micro_batch_tokens // seq)) if cfg.micro_batch_tokens else rows
+
+
 def memory_table(arch: Arch, cfg: Config, n_devices: int = 8) -> dict[str, dict[str, int]]:
     """Estimates keyed by column: 1 GPU / FSDP / DDP, without and with gradient checkpointing."""
-    common = dict(micro_batch=cfg.per_device_train_batch_size, prompt_len=cfg.max_prompt_length,
+    common = dict(micro_batch=micro_batch_rows(cfg), prompt_len=cfg.max_prompt_length,
                   completion_len=cfg.max_completion_length, generation_batch=cfg.generation_batch_size,
                   reference_model=cfg.beta > 0, kv_elt=FP32, chunked_logits=chunked_head(cfg))
     cols = {}
@@ -238,8 +245,10 @@ def _memory_lines(arch: Arch, cfg: Config) -> list[str]:
     lines = [f"  architecture: {arch.layer_kinds} blocks, hidden {arch.hidden}, intermediate {arch.intermediate}, "
              f"heads {arch.heads}/{arch.kv_heads} KV, vocab {arch.vocab}, tied {arch.tied}; {P:,} parameters "
              f"(published: {f'{arch.public_params:,}' if arch.public_params else 'n/a'}); source: {arch.note}",
-             f"  micro-batch {cfg.per_device_train_batch_size} x ({cfg.max_prompt_length} + "
-             f"{cfg.max_completion_length}) tokens; rollouts: {cfg.generation_batch_size} sequences per generate()",
+             f"  micro-batch {micro_batch_rows(cfg)} x ({cfg.max_prompt_length} + "
+             f"{cfg.max_completion_length}) tokens"
+             f"{f' (at most {cfg.micro_batch_tokens} padded tokens: micro_batch_tokens)' if cfg.micro_batch_tokens else ''}"
+             f"; rollouts: {cfg.generation_batch_size} sequences per generate()",
              "  precision: params, grads and AdamW moments fp32 (16 B/param; params are the master copy), "
              "compute bf16 autocast"]
     names = list(cols)
@@ -258,7 +267,7 @@ def _memory_lines(arch: Arch, cfg: Config) -> list[str]:
               "under FSDP needs the full weights gathered to generate; the vLLM engine instead reserves "
               f"vllm_gpu_memory_utilization={cfg.vllm_gpu_memory_utilization} of the device; CUDA context, NCCL "
               "buffers and fragmentation are not counted."]
-    full = logits_bytes(arch, cfg.per_device_train_batch_size, cfg.max_completion_length)
+    full = logits_bytes(arch, micro_batch_rows(cfg), cfg.max_completion_length)
     lines.append("  logits: chunked log-probs (chunked.chunked_token_logps: one chunk of logits at a time, recomputed "
                  f"in backward); full logits would add {full / GIB:.1f} GiB" if chunked_head(cfg) else
                  "  logits: full (LoRA wraps the output layer, so log-probs are not chunked)")

@@ -49,6 +49,7 @@ class Rollout:
     num_groups: int = 0              # questions in this rollout
     sampling_logps: list[list[float]] | None = None  # (B) engine's log-prob of each completion token under the
                                      # distribution it was sampled from (mismatch.py); None if the engine gave none
+    micro: list[slice] | None = None  # the trainer's micro-batches of these sequences, once decided
 
 
 class Sample(NamedTuple):

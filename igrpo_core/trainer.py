@@ -98,6 +98,45 @@ def batch_examples(examples: list[dict], step: int, batch_index: int, per_batch:
     return out
 
 
+
+def micro_batch_slices(prompt_lens: list[int], completion_lens: list[int], max_rows: int, max_tokens: int = 0,
+                       at_least: int = 0) -> list[slice]:
+    """Contiguous micro-batches over a rollout's sequences, in order: each at most `max_rows` sequences
+    and, when `max_tokens`, at most `max_tokens` padded tokens, counted as `logprobs._pack` lays them
+    out (rows x (longest prompt + longest completion)); a sequence longer than that alone. Greedy:
+    a micro-batch takes sequences while both caps hold. `at_least`: then split the micro-batch of
+    most padded tokens in two until there are that many (more micro-batches only lower the peak).
+
+    With max_tokens 0 these are the fixed-size slices of `max_rows`. The accumulated gradient is
+    the same maths however a batch is cut (losses.accumulation_weight), except "bnpo", which
+    normalises by each micro-batch's own token count (as TRL's does)."""
+    if len(prompt_lens) != len(completion_lens):
+        raise ValueError(f"{len(prompt_lens)} prompts for {len(completion_lens)} completions")
+    n, out, start = len(prompt_lens), [], 0
+    while start < n:
+        end, P, T = start + 1, prompt_lens[start], completion_lens[start]
+        while end < n and end - start < max_rows:
+            p, t = max(P, prompt_lens[end]), max(T, completion_lens[end])
+            if max_tokens and (end - start + 1) * (p + t) > max_tokens:
+                break
+            P, T, end = p, t, end + 1
+        out.append(slice(start, end))
+        start = end
+
+    def padded(sl: slice) -> int:
+        return (sl.stop - sl.start) * (max(prompt_lens[sl]) + max(completion_lens[sl]))
+
+    while len(out) < at_least:
+        splittable = [k for k, sl in enumerate(out) if sl.stop - sl.start > 1]
+        if not splittable:
+            raise ValueError(f"{n} sequences cannot make {at_least} micro-batches (another process needs that "
+                             f"many under micro_batch_tokens={max_tokens}); raise micro_batch_tokens")
+        k = max(splittable, key=lambda k: padded(out[k]))
+        sl = out[k]
+        mid = (sl.start + sl.stop) // 2
+        out[k: k + 1] = [slice(sl.start, mid), slice(mid, sl.stop)]
+    return out
+
 class Trainer:
     """Holds the state of one run: model, optimizer, scheduler, engine, run directory."""
 
@@ -263,10 +302,19 @@ class Trainer:
             if row.get("advantage") is not None:
                 row["advantage"] *= ratio
 
-    def _micro_batches(self, ro: Rollout):
-        n, mb = len(ro.completion_ids), self.cfg.per_device_train_batch_size
-        for s in range(0, n, mb):
-            yield slice(s, min(n, s + mb))
+    def _micro_batches(self, ro: Rollout) -> list[slice]:
+        """The rollout's micro-batches (`micro_batch_slices`), decided once per rollout. With a token
+        cap and several processes, every process runs as many as the one that needs most: DDP and
+        FSDP run collectives in every forward/backward, so the counts must agree."""
+        if ro.micro is None:
+            cfg = self.cfg
+            lens = ([len(p) for p in ro.prompt_ids], [len(c) for c in ro.completion_ids])
+            ro.micro = micro_batch_slices(*lens, cfg.per_device_train_batch_size, cfg.micro_batch_tokens)
+            if cfg.micro_batch_tokens and self.dist.world > 1:
+                most = max(self.dist.gather(len(ro.micro)))
+                ro.micro = micro_batch_slices(*lens, cfg.per_device_train_batch_size, cfg.micro_batch_tokens,
+                                              at_least=most)
+        return ro.micro
 
     def _unpadded(self, model):
         """Forwards (and their backward) over long sequences without a padding mask (attention.unpadded):
