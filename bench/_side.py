@@ -3,6 +3,8 @@ the step times, generation times, tokens and this process's peak RSS. Run by ben
 
   _side.py ours  MODEL PROMPTS LEN STEPS THREADS MICRO WARMUP CKPT ALGO VARIANT   (VARIANT: before | after | fast)
   _side.py trl   MODEL PROMPTS LEN STEPS THREADS MICRO WARMUP CKPT
+  _side.py demo  STEPS THREADS ALGO [MICRO_TOKENS]   (the main job's settings: the tiny world, real EOS; step 1
+                                                    unmeasured; MICRO_TOKENS: Config.micro_batch_tokens, default 0)
 MICRO: sequences per forward/backward (the 128 completions of a step in 128 / MICRO micro-batches, one
 optimizer step); WARMUP: 1 runs an unmeasured first step, 0 measures from the first (long completions);
 CKPT: 1 recomputes the transformer blocks' activations in backward (gradient checkpointing), 0 keeps
@@ -56,6 +58,48 @@ def ours(model, prompts, length, steps, threads, micro, warmup, ckpt, algo, vari
     return dict(step_s=times, gen_s=gens, generated_tokens=toks, n_params=n_params, peak_rss_mb=peak_rss_mb())
 
 
+def demo(steps, threads, algo, micro_tokens=0):
+    """Steps 2..STEPS+1 of the main job's training (`Config()`'s defaults: the tiny world, completions
+    ending at EOS), with each generate call's decode steps and each prompt's longest completion, so
+    a run shows how many sequential decode steps iGRPO's two stages cost against GRPO's one, and how
+    many a scheduler that starts a question's refinements as soon as its own drafts end would need
+    (max over questions of longest draft + longest refinement)."""
+    from igrpo_core import trainer as T
+    from igrpo_core.config import Config
+    cfg = Config(algo=algo, max_steps=steps + 1, torch_threads=threads, output_dir=tempfile.mkdtemp(), run_name="bench",
+                 save_steps=10 ** 6, log_completions=False, micro_batch_tokens=micro_tokens)
+    tr = T.Trainer(cfg)
+    eng, calls = tr.engine, []
+    real_decode, real_generate = eng._decode, eng.generate
+
+    def decode(*a, **k):
+        new, logps = real_decode(*a, **k)
+        calls[-1]["decode_steps"] += new.shape[1]
+        return new, logps
+
+    def generate(prompts, params):
+        calls.append({"decode_steps": 0})
+        out = real_generate(prompts, params)
+        longest = [0] * len(prompts)
+        for c in out:
+            longest[c.prompt_index] = max(longest[c.prompt_index], len(c.ids))
+        calls[-1]["longest"] = longest
+        return out
+
+    eng._decode, eng.generate = decode, generate
+    times, gens, seq, ideal = [], [], [], []
+    for s in range(1, steps + 2):
+        calls.clear()
+        row = tr.train_step(s)
+        if s > 1:
+            times.append(row["step_time_s"]), gens.append(row["gen_time_s"])
+            seq.append(sum(c["decode_steps"] for c in calls))
+            per_q = [sum(x) for x in zip(*(c["longest"] for c in calls))] if len({len(c["longest"]) for c in calls}) == 1 \
+                else [0]
+            ideal.append(max(per_q))
+    return dict(step_s=times, gen_s=gens, decode_steps=seq, overlapped_steps=ideal, peak_rss_mb=peak_rss_mb())
+
+
 def trl(model, prompts, length, steps, threads, micro, warmup, ckpt):
     import torch
     from datasets import Dataset
@@ -99,6 +143,10 @@ def trl(model, prompts, length, steps, threads, micro, warmup, ckpt):
 
 
 if __name__ == "__main__":
+    if sys.argv[1] == "demo":
+        steps, threads, algo, *micro = sys.argv[2:]
+        print(json.dumps(demo(int(steps), int(threads), algo, *map(int, micro))))
+        sys.exit(0)
     side, model, prompts, length, steps, threads, micro, warmup, ckpt, *rest = sys.argv[1:]
     fn = ours if side == "ours" else trl
     print(json.dumps(fn(model, prompts, *map(int, (length, steps, threads, micro, warmup, ckpt)), *rest)))
