@@ -90,7 +90,8 @@ def assert_same_run(a: Path, b: Path, step: int) -> None:
     dict(algo="grpo"),
     dict(algo="igrpo"),
     dict(algo="grpo", loss_type="dapo", scale_rewards="batch"),   # the two globally reduced quantities
-], ids=["grpo", "igrpo", "dapo-batch-std"])
+    dict(algo="igrpo", micro_batch_tokens=210),   # step 1: process 0 needs 3 micro-batches, 1 needs 2 (agreed: 3)
+], ids=["grpo", "igrpo", "dapo-batch-std", "igrpo-token-cap"])
 def test_two_processes_equal_one_on_the_same_global_batch(tmp_path, overrides):
     one = T.train(small_config(tmp_path / "one", run_name="one", **{**BASE, **overrides}))
     log = finish(launch(tmp_path / "two", "two", **overrides))
