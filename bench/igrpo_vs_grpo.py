@@ -19,7 +19,7 @@ import common  # noqa: E402
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--work", default="tiny,llama")
+    ap.add_argument("--work", default="tiny,demo,llama")
     ap.add_argument("--len", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=2)
