@@ -94,9 +94,9 @@ def demo(steps, threads, algo, micro_tokens=0):
         if s > 1:
             times.append(row["step_time_s"]), gens.append(row["gen_time_s"])
             seq.append(sum(c["decode_steps"] for c in calls))
-            per_q = [sum(x) for x in zip(*(c["longest"] for c in calls))] if len({len(c["longest"]) for c in calls}) == 1 \
-                else [0]
-            ideal.append(max(per_q))
+            # question i is prompt i of every call only when every call had every question (no gating)
+            aligned = len({len(c["longest"]) for c in calls}) == 1
+            ideal.append(max(sum(x) for x in zip(*(c["longest"] for c in calls))) if aligned else None)
     return dict(step_s=times, gen_s=gens, decode_steps=seq, overlapped_steps=ideal, peak_rss_mb=peak_rss_mb())
 
 

@@ -46,11 +46,13 @@ def main():
         rows.append([work, f"{tg:.2f} ({gen['grpo']:.2f})", f"{ti:.2f} ({gen['igrpo']:.2f})", f"{ti / tg:.2f}x",
                      f"{mg / 1024:.2f}", f"{mi / 1024:.2f}", f"{mi / mg:.2f}x"])
         if work == "demo":
-            steps = {k: (common.median([x for r in rs for x in r["decode_steps"]]),
-                         common.median([x for r in rs for x in r["overlapped_steps"]])) for k, rs in res.items()}
-            notes.append(f"demo: sequential decode steps per training step, median: GRPO {steps['grpo'][0]:g}, "
-                         f"iGRPO {steps['igrpo'][0]:g} (drafts then refinements); with each question's refinements "
-                         f"started as soon as its own drafts end: {steps['igrpo'][1]:g}")
+            seq = {k: common.median([x for r in rs for x in r["decode_steps"]]) for k, rs in res.items()}
+            lap = [x for r in res["igrpo"] for x in r["overlapped_steps"] if x is not None]
+            notes.append(f"demo: sequential decode steps per training step, median: GRPO {seq['grpo']:g}, "
+                         f"iGRPO {seq['igrpo']:g} (drafts then refinements); with each question's refinements "
+                         f"started as soon as its own drafts end: {f'{common.median(lap):g}' if lap else 'n/a'} "
+                         f"({len(lap)} of {sum(len(r['overlapped_steps']) for r in res['igrpo'])} steps had every "
+                         "question in both stages)")
     print(common.header(f"iGRPO 4+4 vs GRPO 8: 16 prompts, {a.len} forced tokens (demo: up to 64, to EOS), "
                         f"{a.rounds} rounds x {a.steps} steps, demo micro_batch_tokens {a.micro_tokens}, "
                         f"variant {a.variant}"))

@@ -98,7 +98,6 @@ def batch_examples(examples: list[dict], step: int, batch_index: int, per_batch:
     return out
 
 
-
 def micro_batch_slices(prompt_lens: list[int], completion_lens: list[int], max_rows: int, max_tokens: int = 0,
                        at_least: int = 0) -> list[slice]:
     """Contiguous micro-batches over a rollout's sequences, in order: each at most `max_rows` sequences
@@ -136,6 +135,7 @@ def micro_batch_slices(prompt_lens: list[int], completion_lens: list[int], max_r
         mid = (sl.start + sl.stop) // 2
         out[k: k + 1] = [slice(sl.start, mid), slice(mid, sl.stop)]
     return out
+
 
 class Trainer:
     """Holds the state of one run: model, optimizer, scheduler, engine, run directory."""
