@@ -30,9 +30,11 @@ sharing SIGALRM with a caller's own timer (ours replaces it for the duration of 
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import re
 import signal
+import sys
 import threading
 from dataclasses import dataclass
 from itertools import product
@@ -260,12 +262,19 @@ def _call_with_time_limit(seconds: float | None, fn, *args):
         return fn(*args)
 
     def on_alarm(signum, frame):
-        # Never inside this function's own frame: a raise in the `finally` below would skip
-        # switching the timer off. The next re-fire, 0.25 s later, lands in fn instead.
-        if frame is None or frame.f_code is not _call_with_time_limit.__code__:
+        # Never inside this function's own frame (a raise in the `finally` below would skip switching
+        # the timer off), nor inside a finaliser (`__del__`) or the unraisable hook
+        # that reports what a finaliser raised: Python swallows those raises, and a re-fire landing in
+        # the hook broke the hook itself (pytest: "Failed to process unraisable exception"). The next
+        # re-fire, 0.25 s later, lands in fn instead.
+        if frame is not None and not _in_finaliser(frame) and frame.f_code is not _call_with_time_limit.__code__:
             raise CheckTimeout(f"exceeded {seconds:g}s")
 
     old_handler = signal.signal(signal.SIGALRM, on_alarm)
+    # No cyclic garbage collection inside: the finalisers it runs (e.g. of a finished process pool's
+    # connections) would run in fn's time and under its alarm. They run after, as they would have.
+    gc_was_on = gc.isenabled()
+    gc.disable()
     # Re-fire every 0.25 s: a bare `except:` deep in sympy may swallow the first one.
     signal.setitimer(signal.ITIMER_REAL, seconds, 0.25)
     try:
@@ -273,6 +282,21 @@ def _call_with_time_limit(seconds: float | None, fn, *args):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old_handler)
+        if gc_was_on:
+            gc.enable()
+
+
+def _in_finaliser(frame) -> bool:
+    """Whether `frame` runs inside a `__del__` or inside sys.unraisablehook (a Python function, or a
+    functools.partial of one, as pytest installs), at any depth: there an exception raised is
+    swallowed instead of reaching the caller."""
+    hook = sys.unraisablehook
+    hook = getattr(getattr(hook, "func", hook), "__code__", None)
+    while frame is not None:
+        if frame.f_code.co_name == "__del__" or frame.f_code is hook:
+            return True
+        frame = frame.f_back
+    return False
 
 
 _SCI_RE = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*[eE]\s*([-+]?\d+)\s*$")

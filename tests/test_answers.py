@@ -312,6 +312,70 @@ def test_timeout_leaves_no_alarm_behind():
     assert check_answer("\\boxed{2}", "2").correct
 
 
+def test_the_time_limit_never_raises_into_a_finaliser_or_the_unraisable_hook():
+    """A re-fire landing in a `__del__` is swallowed by Python and handed to sys.unraisablehook; one
+    landing in the hook broke the hook (CI: pytest's "Failed to process unraisable exception"). The
+    limit must come out of fn itself, with nothing unraisable on the way."""
+    import gc
+    import sys
+
+    from igrpo_core.answers import CheckTimeout, _call_with_time_limit
+
+    class SlowFinaliser:
+        def __del__(self):
+            time.sleep(0.5)                     # the alarm (0.2 s) and a re-fire fire in here
+
+    events = []
+
+    def hook(args):
+        events.append(args)
+        time.sleep(0.4)                         # a re-fire lands in the hook too
+
+    def fn():
+        SlowFinaliser()                         # dropped at once: its __del__ runs inside fn
+        while True:
+            time.sleep(0.01)
+
+    saved = sys.unraisablehook
+    sys.unraisablehook = hook
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(CheckTimeout):
+            _call_with_time_limit(0.2, fn)
+        assert time.monotonic() - t0 < 2.0
+    finally:
+        sys.unraisablehook = saved
+    assert events == []
+    assert gc.isenabled()                       # collection is off only inside the limited call
+
+
+def test_finaliser_frames_are_recognised_also_in_a_partial_unraisable_hook():
+    """pytest installs its hook as a functools.partial: its frames count as a finaliser's too."""
+    import functools
+    import sys
+
+    from igrpo_core.answers import _in_finaliser
+
+    seen = []
+
+    def hook(args, *, out):
+        out.append((_in_finaliser(sys._getframe()), type(args.exc_value)))
+
+    class Raises:
+        def __del__(self):
+            seen.append(("del", _in_finaliser(sys._getframe())))
+            raise ValueError("swallowed")
+
+    saved = sys.unraisablehook
+    sys.unraisablehook = functools.partial(hook, out=seen)
+    try:
+        Raises()
+    finally:
+        sys.unraisablehook = saved
+    assert seen == [("del", True), (True, ValueError)]
+    assert not _in_finaliser(sys._getframe())
+
+
 def test_off_main_thread_needs_processes():
     errors, results = [], []
 
