@@ -4,7 +4,7 @@ the step times, generation times, tokens and this process's peak RSS. Run by ben
   _side.py ours  MODEL PROMPTS LEN STEPS THREADS MICRO WARMUP CKPT ALGO VARIANT   (VARIANT: before | after | fast)
   _side.py trl   MODEL PROMPTS LEN STEPS THREADS MICRO WARMUP CKPT
   _side.py demo  STEPS THREADS ALGO [MICRO_TOKENS]   (the main job's settings: the tiny world, real EOS; step 1
-                                                    unmeasured; MICRO_TOKENS: Config.micro_batch_tokens, default 0)
+                                                    unmeasured; MICRO_TOKENS: Config.micro_batch_tokens, default auto)
 MICRO: sequences per forward/backward (the 128 completions of a step in 128 / MICRO micro-batches, one
 optimizer step); WARMUP: 1 runs an unmeasured first step, 0 measures from the first (long completions);
 CKPT: 1 recomputes the transformer blocks' activations in backward (gradient checkpointing), 0 keeps
@@ -58,7 +58,7 @@ def ours(model, prompts, length, steps, threads, micro, warmup, ckpt, algo, vari
     return dict(step_s=times, gen_s=gens, generated_tokens=toks, n_params=n_params, peak_rss_mb=peak_rss_mb())
 
 
-def demo(steps, threads, algo, micro_tokens=0):
+def demo(steps, threads, algo, micro_tokens="auto"):
     """Steps 2..STEPS+1 of the main job's training (`Config()`'s defaults: the tiny world, completions
     ending at EOS), with each generate call's decode steps and each prompt's longest completion, so
     a run shows how many sequential decode steps iGRPO's two stages cost against GRPO's one, and how
@@ -145,7 +145,7 @@ def trl(model, prompts, length, steps, threads, micro, warmup, ckpt):
 if __name__ == "__main__":
     if sys.argv[1] == "demo":
         steps, threads, algo, *micro = sys.argv[2:]
-        print(json.dumps(demo(int(steps), int(threads), algo, *map(int, micro))))
+        print(json.dumps(demo(int(steps), int(threads), algo, *(int(m) if m.isdigit() else m for m in micro))))
         sys.exit(0)
     side, model, prompts, length, steps, threads, micro, warmup, ckpt, *rest = sys.argv[1:]
     fn = ours if side == "ours" else trl

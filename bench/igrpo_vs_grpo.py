@@ -6,8 +6,8 @@ step, and how many a scheduler that started each question's refinements as soon 
 ended would need). Fresh subprocess per measurement, sides alternating, medians.
 
   python bench/igrpo_vs_grpo.py [--work tiny,llama,demo] [--len 64] [--rounds 3] [--steps 2] [--variant fast]
-                                [--micro-tokens 0]
---micro-tokens: the demo work's Config.micro_batch_tokens on both sides (0: off, the main job's default).
+                                [--micro-tokens auto]
+--micro-tokens: the demo work's Config.micro_batch_tokens on both sides (auto: the main job's default; 0: off).
 """
 import argparse
 import sys
@@ -25,7 +25,7 @@ def main():
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--variant", default="fast")
-    ap.add_argument("--micro-tokens", type=int, default=0)
+    ap.add_argument("--micro-tokens", default="auto")
     a = ap.parse_args()
     sys.path.insert(0, str(common.ROOT))
     from igrpo_core.config import TINY_MODEL

@@ -89,8 +89,11 @@ class Config:
     max_steps: int = 60                   # optimizer steps
     prompts_per_step: int = 16            # prompts per rollout batch (TRL derives this; we state it)
     per_device_train_batch_size: int = 64  # sequences per forward/backward micro-batch (memory knob only)
-    micro_batch_tokens: int = 0           # also at most this many padded tokens per micro-batch (0: no token
-                                          # cap); peak memory then follows it, not the sequences' lengths
+    micro_batch_tokens: int | str = "auto"  # also at most this many padded tokens per micro-batch; peak memory
+                                          # then follows it, not the sequences' lengths. "auto": what a GRPO
+                                          # micro-batch of the step's questions can hold (rows x (longest question
+                                          # prompt + longest completion)), so iGRPO's question + draft prompts
+                                          # cost GRPO's memory and GRPO is never cut; 0: no token cap
     gradient_accumulation_steps: int = 1  # rollout batches accumulated into one optimizer step
     # --- generation ---
     max_prompt_length: int = 192          # tokens; the question is never cut, drafts are
@@ -184,8 +187,11 @@ class Config:
                      "save_total_limit", "tiny_num_problems"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 errs.append(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if not isinstance(self.micro_batch_tokens, int) or self.micro_batch_tokens < 0:
-            errs.append(f"micro_batch_tokens must be an integer >= 0 (0: no token cap), got {self.micro_batch_tokens!r}")
+        if self.micro_batch_tokens != "auto" and (not isinstance(self.micro_batch_tokens, int)
+                                                  or isinstance(self.micro_batch_tokens, bool)
+                                                  or self.micro_batch_tokens < 0):
+            errs.append(f"micro_batch_tokens must be an integer >= 0 (0: no token cap) or \"auto\", "
+                        f"got {self.micro_batch_tokens!r}")
         if not isinstance(self.max_resample_batches, int) or self.max_resample_batches < 0:
             errs.append(f"max_resample_batches must be an integer >= 0, got {self.max_resample_batches!r}")
         if not isinstance(self.overlong_buffer_len, int) or not 0 <= self.overlong_buffer_len <= self.max_completion_length:
@@ -384,6 +390,8 @@ def _parse_value(name: str, raw: str):
         if raw.lower() in ("0", "false", "no"):
             return False
         raise ValueError(f"--{name}: expected true/false, got {raw!r}")
+    if "| str" in typ and not raw.lstrip("-").isdigit():   # an int field with named values ("auto")
+        return raw
     for cast in (int, float):
         if typ.startswith(cast.__name__):
             try:

@@ -126,9 +126,12 @@ def chunked_head(cfg: Config) -> bool:
 
 def micro_batch_rows(cfg: Config) -> int:
     """Sequences in the largest micro-batch at full length: per_device_train_batch_size, fewer when
-    micro_batch_tokens caps the padded tokens (trainer.micro_batch_slices; a lone sequence always fits)."""
+    micro_batch_tokens caps the padded tokens (trainer.micro_batch_slices; a lone sequence always fits).
+    "auto" caps at rows x (longest question + longest completion), which this worst case (every prompt
+    max_prompt_length tokens) already assumes, so it keeps every row."""
     rows, seq = cfg.per_device_train_batch_size, cfg.max_prompt_length + cfg.max_completion_length
-    return max(1, min(rows, cfg.micro_batch_tokens // seq)) if cfg.micro_batch_tokens else rows
+    cap = cfg.micro_batch_tokens
+    return max(1, min(rows, cap // seq)) if cap and cap != "auto" else rows
 
 
 def memory_table(arch: Arch, cfg: Config, n_devices: int = 8) -> dict[str, dict[str, int]]:
@@ -239,6 +242,12 @@ _ROWS = [("params (fp32)", "params"), ("grads (fp32)", "grads"), ("AdamW m, v (f
          ("rollout KV cache", "kv_cache"), ("= rollout peak", "rollout_peak")]
 
 
+def _token_cap_note(cap: int | str) -> str:
+    if cap == "auto":
+        return " (micro_batch_tokens auto: longer iGRPO prompts cut to a GRPO micro-batch's padded tokens)"
+    return f" (at most {cap} padded tokens: micro_batch_tokens)" if cap else ""
+
+
 def _memory_lines(arch: Arch, cfg: Config) -> list[str]:
     cols = memory_table(arch, cfg)
     P = param_count(arch)
@@ -247,7 +256,7 @@ def _memory_lines(arch: Arch, cfg: Config) -> list[str]:
              f"(published: {f'{arch.public_params:,}' if arch.public_params else 'n/a'}); source: {arch.note}",
              f"  micro-batch {micro_batch_rows(cfg)} x ({cfg.max_prompt_length} + "
              f"{cfg.max_completion_length}) tokens"
-             f"{f' (at most {cfg.micro_batch_tokens} padded tokens: micro_batch_tokens)' if cfg.micro_batch_tokens else ''}"
+             f"{_token_cap_note(cfg.micro_batch_tokens)}"
              f"; rollouts: {cfg.generation_batch_size} sequences per generate()",
              "  precision: params, grads and AdamW moments fp32 (16 B/param; params are the master copy), "
              "compute bf16 autocast"]

@@ -50,6 +50,8 @@ class Rollout:
     sampling_logps: list[list[float]] | None = None  # (B) engine's log-prob of each completion token under the
                                      # distribution it was sampled from (mismatch.py); None if the engine gave none
     micro: list[slice] | None = None  # the trainer's micro-batches of these sequences, once decided
+    question_tokens: int = 0         # longest question prompt (GRPO's and stage 1's) of the step; 0: unknown.
+                                     # Sizes micro_batch_tokens="auto"
 
 
 class Sample(NamedTuple):
@@ -148,7 +150,9 @@ def assemble(step: int, examples: list[dict], groups: list[Group], cfg) -> Rollo
                    adv=torch.tensor(adv, dtype=torch.float32), rows=rows,
                    loss_mask=torch.tensor(keep) if cfg.mask_truncated_completions else None,
                    group_of=group_of, num_groups=len(examples),
-                   sampling_logps=None if any(lp is None for lp in logps) else logps)
+                   sampling_logps=None if any(lp is None for lp in logps) else logps,
+                   question_tokens=max((len(g.prompt_ids) for g in groups if g.stage in ("grpo", "draft")),
+                                       default=0))
 
 
 def _frac_zero_std(groups: list[Group]) -> float | None:
@@ -317,7 +321,8 @@ def merge_groups(batches: list[Rollout], take: list[tuple[int, int]]) -> Rollout
         loss_mask=None if masks[0] is None else torch.tensor([float(masks[k][i]) for k, i in idx]),
         group_of=[offsets[k] + batches[k].group_of[i] for k, i in idx],
         num_groups=sum(b.num_groups for b in batches), stats=_merge_stats([b.stats for b in batches]),
-        sampling_logps=[batches[k].sampling_logps[i] for k, i in idx] if have_logps else None)
+        sampling_logps=[batches[k].sampling_logps[i] for k, i in idx] if have_logps else None,
+        question_tokens=max(b.question_tokens for b in batches))
 
 
 def _merge_stats(stats: list[dict]) -> dict:

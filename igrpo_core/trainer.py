@@ -137,6 +137,20 @@ def micro_batch_slices(prompt_lens: list[int], completion_lens: list[int], max_r
     return out
 
 
+def token_cap(setting: int | str, max_rows: int, question_tokens: int, completion_lens: list[int]) -> int:
+    """The padded-token cap of a rollout's micro-batches for Config.micro_batch_tokens (0: none).
+
+    "auto" is what a GRPO micro-batch of the step's questions can hold: max_rows x (longest question
+    prompt + longest completion). A GRPO rollout never reaches it (its prompts are the questions), so
+    GRPO keeps its micro-batches; iGRPO's stage-2 prompts carry a draft as well, and cutting them
+    to this cap keeps its update's activations, which grow with padded tokens, at GRPO's size."""
+    if setting != "auto":
+        return setting
+    if not question_tokens or not completion_lens:   # a rollout that does not know its questions: no cap
+        return 0
+    return max_rows * (question_tokens + max(completion_lens))
+
+
 class Trainer:
     """Holds the state of one run: model, optimizer, scheduler, engine, run directory."""
 
@@ -309,11 +323,11 @@ class Trainer:
         if ro.micro is None:
             cfg = self.cfg
             lens = ([len(p) for p in ro.prompt_ids], [len(c) for c in ro.completion_ids])
-            ro.micro = micro_batch_slices(*lens, cfg.per_device_train_batch_size, cfg.micro_batch_tokens)
+            cap = token_cap(cfg.micro_batch_tokens, cfg.per_device_train_batch_size, ro.question_tokens, lens[1])
+            ro.micro = micro_batch_slices(*lens, cfg.per_device_train_batch_size, cap)
             if cfg.micro_batch_tokens and self.dist.world > 1:
                 most = max(self.dist.gather(len(ro.micro)))
-                ro.micro = micro_batch_slices(*lens, cfg.per_device_train_batch_size, cfg.micro_batch_tokens,
-                                              at_least=most)
+                ro.micro = micro_batch_slices(*lens, cfg.per_device_train_batch_size, cap, at_least=most)
         return ro.micro
 
     def _unpadded(self, model):

@@ -1,5 +1,7 @@
 """Token-capped micro-batches (Config.micro_batch_tokens): the update's peak memory follows the cap,
-not the sequences' lengths, and the gradient is the same maths however the batch is cut."""
+not the sequences' lengths, and the gradient is the same maths however the batch is cut. "auto" (the
+default) caps at what a GRPO micro-batch of the step's questions holds: GRPO is never cut, iGRPO's
+question + draft prompts are."""
 import pytest
 import torch
 from conftest import small_config
@@ -9,7 +11,7 @@ from hypothesis import strategies as st
 from igrpo_core import trainer as T
 from igrpo_core.config import Config
 from igrpo_core.distributed import Dist
-from igrpo_core.trainer import micro_batch_slices
+from igrpo_core.trainer import micro_batch_slices, token_cap
 
 
 def padded(sl, pl, cl):
@@ -45,9 +47,27 @@ def test_without_a_cap_the_slices_are_the_fixed_size_ones():
         micro_batch_slices([1, 2], [3], 4)
 
 
-def test_config_refuses_a_negative_cap(tmp_path):
-    with pytest.raises(ValueError, match="micro_batch_tokens must be an integer >= 0"):
-        Config(output_dir=str(tmp_path), micro_batch_tokens=-1)
+@pytest.mark.parametrize("bad", [-1, "4k", True, 2.5])
+def test_config_refuses_a_cap_that_is_not_a_count_or_auto(tmp_path, bad):
+    with pytest.raises(ValueError, match="micro_batch_tokens must be an integer >= 0 .* or \"auto\""):
+        Config(output_dir=str(tmp_path), micro_batch_tokens=bad)
+
+
+def test_the_command_line_reads_a_count_or_auto():
+    from igrpo_core.config import parse_overrides
+    assert Config().micro_batch_tokens == "auto"
+    assert parse_overrides(["--micro_batch_tokens", "4096"]) == {"micro_batch_tokens": 4096}
+    assert parse_overrides(["--micro_batch_tokens=0"]) == {"micro_batch_tokens": 0}
+    assert parse_overrides(["--micro_batch_tokens", "auto"]) == {"micro_batch_tokens": "auto"}
+    with pytest.raises(ValueError, match="micro_batch_tokens must be"):
+        Config(**parse_overrides(["--micro_batch_tokens", "lots"]))
+
+
+def test_auto_is_a_grpo_micro_batch_of_the_questions():
+    assert token_cap(4096, 64, 30, [10, 40]) == 4096 and token_cap(0, 64, 30, [10, 40]) == 0
+    assert token_cap("auto", 64, 30, [10, 40, 25]) == 64 * (30 + 40)
+    assert token_cap("auto", 64, 0, [10]) == 0          # a rollout that does not know its questions: no cap
+    assert token_cap("auto", 64, 30, []) == 0
 
 
 class Peer(Dist):
@@ -99,10 +119,41 @@ def test_processes_agree_on_the_count_of_micro_batches(tmp_path):
     assert [i for sl in got for i in range(sl.start, sl.stop)] == list(range(len(ro.prompt_ids)))
 
 
+@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")
+def test_auto_leaves_grpo_whole_and_cuts_igrpo_to_grpos_padded_tokens(tmp_path):
+    """The default: a GRPO rollout keeps the fixed-size micro-batches; iGRPO's refinements, whose
+    prompts carry a draft, are cut so no micro-batch holds more padded tokens than a GRPO micro-batch
+    of the same questions and completion lengths could, and the step's rollouts know their questions."""
+    rows = 4    # iGRPO trains 4 questions x 2 refinements: two full micro-batches before any cap
+    cuts = {}
+    for algo in ("grpo", "igrpo"):
+        tr = T.Trainer(small_config(tmp_path / algo, algo=algo, per_device_train_batch_size=rows))
+        ro = tr.collect(1, 0)
+        pl, cl = [len(p) for p in ro.prompt_ids], [len(c) for c in ro.completion_ids]
+        questions = [r["prompt_tokens"] for r in ro.rows if r["stage"] in ("grpo", "draft")]
+        assert questions and ro.question_tokens == max(questions)
+        cuts[algo] = (ro, tr._micro_batches(ro), rows * (ro.question_tokens + max(cl)))
+    ro, micro, cap = cuts["grpo"]
+    assert micro == micro_batch_slices([len(p) for p in ro.prompt_ids], [1] * len(ro.prompt_ids), rows)
+    ro, micro, cap = cuts["igrpo"]
+    pl, cl = [len(p) for p in ro.prompt_ids], [len(c) for c in ro.completion_ids]
+    assert min(pl) > ro.question_tokens                       # every refinement prompt holds a draft
+    assert all(padded(sl, pl, cl) <= cap or sl.stop - sl.start == 1 for sl in micro)
+    assert len(micro) > len(micro_batch_slices(pl, cl, rows)), micro   # so the default did cut it
+
+
+def test_merged_batches_keep_the_longest_question():
+    from igrpo_core.igrpo import Rollout, merge_groups
+    batches = [Rollout(prompt_ids=[[1] * q], completion_ids=[[2]], rewards=torch.zeros(1), adv=torch.ones(1),
+                       group_of=[0], num_groups=1, question_tokens=q, stats={"reward_mean": 0.0}) for q in (5, 9)]
+    assert merge_groups(batches, [(0, 0), (1, 0)]).question_tokens == 9
+
+
 def test_dry_run_estimates_the_capped_micro_batch():
     """The dry run's memory estimate counts the micro-batch a full-length batch would get under the cap."""
     from igrpo_core import dryrun
     base = dict(max_prompt_length=100, max_completion_length=156, per_device_train_batch_size=16)
-    assert dryrun.micro_batch_rows(Config(**base)) == 16
+    assert dryrun.micro_batch_rows(Config(**base)) == 16                              # auto keeps them
+    assert dryrun.micro_batch_rows(Config(**base, micro_batch_tokens=0)) == 16
     assert dryrun.micro_batch_rows(Config(**base, micro_batch_tokens=4 * 256 + 10)) == 4
     assert dryrun.micro_batch_rows(Config(**base, micro_batch_tokens=100)) == 1       # a sequence always fits
