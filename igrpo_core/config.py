@@ -292,6 +292,10 @@ for _name, (_hf_id, *_) in PAPER_MODELS.items():
 
 FIELD_NAMES = {f.name: f for f in dataclasses.fields(Config)}
 
+# Settings added after runs were being recorded, with the value that computes what the code did before
+# them: a run whose config.json lacks the key resumes with that value (records.init_run_dir).
+ABSENT_MEANS = {"micro_batch_tokens": 0}
+
 
 @functools.cache
 def literal_fields() -> dict[str, tuple]:

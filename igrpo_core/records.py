@@ -124,20 +124,38 @@ def read_json(path: Path):
     return json.loads(Path(path).read_text())
 
 
-def init_run_dir(run_dir: Path, config: dict) -> None:
-    """Create the directory and write the resolved config first. An existing config must match."""
+def init_run_dir(run_dir: Path, config: dict, absent_means: dict | None = None) -> None:
+    """Create the directory and write the resolved config first. An existing config must match.
+
+    absent_means: for settings added after a run may have started, the value that computes what the
+    code did before them; a run whose config lacks such a key resumes with that value."""
     with writing(run_dir):
         run_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = run_dir / "config.json"
+    absent_means = absent_means or {}
     if cfg_path.exists():
         old = read_json(cfg_path)
-        diff = {k for k in set(old) | set(config) if old.get(k) != config.get(k) and k not in RUN_CONTROL_KEYS}
+        was = {**{k: v for k, v in absent_means.items() if k not in old}, **old}
+        diff = {k for k in set(old) | set(config) if was.get(k) != config.get(k) and k not in RUN_CONTROL_KEYS}
         if diff:
-            raise ValueError(f"{run_dir} holds a run with a different config (keys {sorted(diff)}); "
-                             "choose another run_name or delete the directory")
+            raise ValueError(f"{run_dir} holds a run with a different config (keys {sorted(diff)}): "
+                             f"{_config_changes(old, config, sorted(diff), absent_means)}; choose another "
+                             "run_name or delete the directory, or resume it with the run's own values")
     write_json(cfg_path, config)
     with writing(run_dir / "rollouts"):
         (run_dir / "rollouts").mkdir(exist_ok=True)
+
+
+def _config_changes(old: dict, new: dict, keys: list[str], absent_means: dict) -> str:
+    """'beta: run 0.0, now 0.1; ...'; a key the run's config lacks is a setting added since it started."""
+    def show(cfg, k):
+        return json.dumps(cfg[k], default=str) if k in cfg else "(not in its config: added since)"
+
+    def run_value(k):
+        if k in old or k not in absent_means:
+            return show(old, k)
+        return f"(added since; {json.dumps(absent_means[k], default=str)} computes as the run did)"
+    return "; ".join(f"{k}: run {run_value(k)}, now {show(new, k)}" for k in keys)
 
 
 def append_provenance(directory: Path, entry: dict) -> None:

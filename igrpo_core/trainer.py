@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 
 from igrpo_core import attention, distributed, lora, losses, mismatch, nonfinite, provenance, records, trackers
-from igrpo_core.config import Config
+from igrpo_core.config import ABSENT_MEANS, Config
 from igrpo_core.engine import SamplingParams
 from igrpo_core.igrpo import Rollout, collect_dynamic, collect_grpo, collect_igrpo, trained_tokens
 from igrpo_core.options import SUMMED_METRICS
@@ -181,7 +181,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model, self.ref_model = self._load_policy()
         if self.dist.is_main:  # one process writes the records
-            records.init_run_dir(self.run_dir, cfg.to_dict())
+            records.init_run_dir(self.run_dir, cfg.to_dict(), absent_means=ABSENT_MEANS)
             records.append_provenance(self.run_dir, provenance.collect(
                 model=cfg.model_name_or_path, gguf_file=cfg.gguf_file, device=str(self.device), dtype=cfg.dtype,
                 datasets={cfg.dataset: self.examples}))

@@ -19,8 +19,25 @@ def test_a_different_config_in_the_same_run_dir_is_an_error_naming_the_keys(tmp_
     records.init_run_dir(run, {"beta": 0.0, "max_steps": 10, "seed": 1})
     records.init_run_dir(run, {"beta": 0.0, "max_steps": 20, "seed": 1})   # run control may change
     assert records.read_json(run / "config.json")["max_steps"] == 20
-    with pytest.raises(ValueError, match=r"\['beta', 'seed'\]"):
+    with pytest.raises(ValueError, match=r"\['beta', 'seed'\]") as err:
         records.init_run_dir(run, {"beta": 0.1, "max_steps": 20, "seed": 2})
+    assert "beta: run 0.0, now 0.1; seed: run 1, now 2" in str(err.value)   # what to pass to resume it
+
+
+def test_a_run_from_before_a_setting_existed_resumes_with_the_value_that_computes_as_it_did(tmp_path):
+    """A run started before micro_batch_tokens existed (now "auto" by default) is refused under the new
+    default with the value to pass, and resumes with it (config.ABSENT_MEANS); a key with no such value
+    is named as added since."""
+    from igrpo_core.config import ABSENT_MEANS
+    run = tmp_path / "r"
+    records.init_run_dir(run, {"beta": 0.0})
+    with pytest.raises(ValueError) as err:
+        records.init_run_dir(run, {"beta": 0.0, "micro_batch_tokens": "auto"}, absent_means=ABSENT_MEANS)
+    assert 'micro_batch_tokens: run (added since; 0 computes as the run did), now "auto"' in str(err.value)
+    records.init_run_dir(run, {"beta": 0.0, "micro_batch_tokens": 0}, absent_means=ABSENT_MEANS)
+    assert records.read_json(run / "config.json") == {"beta": 0.0, "micro_batch_tokens": 0}
+    with pytest.raises(ValueError, match=r"new_knob: run \(not in its config: added since\), now 3"):
+        records.init_run_dir(run, {"beta": 0.0, "micro_batch_tokens": 0, "new_knob": 3}, absent_means=ABSENT_MEANS)
 
 
 def test_metrics_follow_the_vocabulary_and_truncate_on_resume(tmp_path):
