@@ -147,15 +147,18 @@ def init_run_dir(run_dir: Path, config: dict, absent_means: dict | None = None) 
 
 
 def _config_changes(old: dict, new: dict, keys: list[str], absent_means: dict) -> str:
-    """'beta: run 0.0, now 0.1; ...'; a key the run's config lacks is a setting added since it started."""
-    def show(cfg, k):
-        return json.dumps(cfg[k], default=str) if k in cfg else "(not in its config: added since)"
-
+    """'beta: run 0.0, now 0.1; ...'. A key the run's config lacks is a setting added since it started;
+    one the new config lacks is a setting that no longer exists."""
     def run_value(k):
-        if k in old or k not in absent_means:
-            return show(old, k)
-        return f"(added since; {json.dumps(absent_means[k], default=str)} computes as the run did)"
-    return "; ".join(f"{k}: run {run_value(k)}, now {show(new, k)}" for k in keys)
+        if k in old:
+            return json.dumps(old[k], default=str)
+        if k in absent_means:
+            return f"(added since; {json.dumps(absent_means[k], default=str)} computes as the run did)"
+        return "(not in its config: added since)"
+
+    def now_value(k):
+        return json.dumps(new[k], default=str) if k in new else "(no longer a setting)"
+    return "; ".join(f"{k}: run {run_value(k)}, now {now_value(k)}" for k in keys)
 
 
 def append_provenance(directory: Path, entry: dict) -> None:

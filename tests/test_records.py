@@ -38,6 +38,8 @@ def test_a_run_from_before_a_setting_existed_resumes_with_the_value_that_compute
     assert records.read_json(run / "config.json") == {"beta": 0.0, "micro_batch_tokens": 0}
     with pytest.raises(ValueError, match=r"new_knob: run \(not in its config: added since\), now 3"):
         records.init_run_dir(run, {"beta": 0.0, "micro_batch_tokens": 0, "new_knob": 3}, absent_means=ABSENT_MEANS)
+    with pytest.raises(ValueError, match=r"beta: run 0.0, now \(no longer a setting\)"):   # a removed setting
+        records.init_run_dir(run, {"micro_batch_tokens": 0}, absent_means=ABSENT_MEANS)
 
 
 def test_metrics_follow_the_vocabulary_and_truncate_on_resume(tmp_path):
